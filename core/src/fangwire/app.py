@@ -1,0 +1,111 @@
+"""The Starlette application, built from the runtime's registry."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
+from starlette.middleware.cors import CORSMiddleware
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from fangwire.http.browser import BrowserGuardMiddleware
+from fangwire.http.context import request_id_of
+from fangwire.http.errors import ApiError, code_for_status, error_response
+from fangwire.http.middleware import EnvelopeMiddleware
+from fangwire.http.routes import Endpoint, RouteSpec
+from fangwire.http.security import Gatekeeper
+from fangwire.runtime import Runtime
+
+
+def _guard(spec: RouteSpec, gatekeeper: Gatekeeper) -> Endpoint:
+    async def endpoint(request: Request) -> Response:
+        decision = await gatekeeper.admit(request, spec)
+        response = await spec.endpoint(request)
+        if decision is not None:
+            response.headers.update(decision.headers())
+        return response
+
+    endpoint.__name__ = spec.name or spec.endpoint.__name__
+    return endpoint
+
+
+def _body_limit(spec: RouteSpec, runtime: Runtime) -> int:
+    http = runtime.config.http
+    return {
+        "default": http.max_request_body_bytes,
+        "protocol": http.max_protocol_body_bytes,
+        "hooks": http.max_hooks_body_bytes,
+    }[spec.body]
+
+
+async def _api_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, ApiError)
+    return error_response(
+        exc.status, exc.code, exc.message, request_id_of(request.scope), exc.headers
+    )
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    message = {
+        404: f"no route for {request.url.path}",
+        405: f"method {request.method} is not allowed on {request.url.path}",
+        413: "request body is larger than this route accepts",
+    }.get(exc.status_code, str(exc.detail))
+    return error_response(
+        exc.status_code,
+        code_for_status(exc.status_code),
+        message,
+        request_id_of(request.scope),
+        exc.headers,
+    )
+
+
+def create_app(runtime: Runtime) -> Starlette:
+    """Build the ASGI application serving ``runtime``; its lifespan serves the runtime."""
+    gatekeeper = Gatekeeper(runtime)
+    routes = [
+        Route(
+            path,
+            _guard(spec, gatekeeper),
+            methods=list(spec.methods),
+            name=f"{spec.name}:{path}" if spec.name else None,
+            max_body_size=_body_limit(spec, runtime),
+        )
+        for _, spec in runtime.routes
+        for path in spec.mount_paths()
+    ]
+    middleware = [
+        Middleware(EnvelopeMiddleware),
+        Middleware(BrowserGuardMiddleware, runtime=runtime, gatekeeper=gatekeeper),
+    ]
+    if runtime.config.http.cors_origins:
+        middleware.append(
+            Middleware(
+                CORSMiddleware,
+                allow_origins=list(runtime.config.http.cors_origins),
+                allow_methods=["GET", "POST", "PUT", "DELETE"],
+                allow_headers=["Authorization", "X-API-Key", "Content-Type", "X-Request-ID"],
+                expose_headers=["X-Request-ID", "Retry-After", "RateLimit", "RateLimit-Policy"],
+            )
+        )
+
+    @asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        async with runtime.serving():
+            yield
+
+    app = Starlette(
+        routes=routes,
+        middleware=middleware,
+        exception_handlers={ApiError: _api_error, HTTPException: _http_error},
+        lifespan=lifespan,
+    )
+    app.state.runtime = runtime
+    app.state.gatekeeper = gatekeeper
+    return app

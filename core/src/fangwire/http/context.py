@@ -1,0 +1,31 @@
+"""Per-request values stored in the ASGI scope, and accessors for endpoints."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, cast
+
+from starlette.types import Scope
+
+if TYPE_CHECKING:
+    from starlette.requests import HTTPConnection
+
+    from fangwire.auth import Principal
+    from fangwire.runtime import Runtime
+
+REQUEST_ID_KEY = "fangwire.request_id"
+PRINCIPAL_KEY = "fangwire.principal"
+RUNTIME_KEY = "fangwire.runtime"
+
+
+def request_id_of(scope: Scope) -> str:
+    return cast(str, scope.get(REQUEST_ID_KEY, "-"))
+
+
+def runtime_of(connection: HTTPConnection) -> Runtime:
+    """The runtime serving this request."""
+    return cast("Runtime", connection.scope[RUNTIME_KEY])
+
+
+def principal_of(connection: HTTPConnection) -> Principal | None:
+    """The authenticated caller, or ``None`` on a public route."""
+    return cast("Principal | None", connection.scope.get(PRINCIPAL_KEY))

@@ -1,0 +1,79 @@
+"""Route declarations.
+
+Plugins and the core describe each HTTP route with a :class:`RouteSpec`. The app factory turns
+specs into Starlette routes wrapped with authentication, rate limiting and error handling, and
+the OpenAPI document is generated from the same specs, so documentation cannot drift from
+what is served.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from typing import Any, Literal
+
+import attrs
+from starlette.requests import Request
+from starlette.responses import Response
+
+from fangwire.auth import Role
+
+Endpoint = Callable[[Request], Awaitable[Response]]
+BodyKind = Literal["default", "protocol", "hooks"]
+
+#: Roles GET routes need by default, and every other method.
+DEFAULT_READ_ROLE = Role.VIEWER
+DEFAULT_WRITE_ROLE = Role.ADMIN
+
+
+@attrs.frozen
+class QueryParam:
+    """A documented query parameter."""
+
+    name: str
+    schema: Mapping[str, Any] = attrs.field(factory=lambda: {"type": "string"})
+    description: str = ""
+    required: bool = False
+
+
+@attrs.frozen
+class RouteSpec:
+    """One HTTP route.
+
+    ``path`` is relative to ``/api`` when ``api`` is true (it is then served under both
+    ``/api`` and ``/api/v1``), otherwise absolute. ``role=None`` makes the route public.
+    ``cost`` is what one call spends from the caller's rate-limit budget. ``body`` picks the
+    configured body-size limit. ``request_model``/``response_model`` are attrs classes (or
+    JSON-schema dicts) used for the OpenAPI document; ``responses`` documents other statuses.
+    """
+
+    path: str
+    endpoint: Endpoint
+    methods: tuple[str, ...] = ("GET",)
+    name: str = ""
+    summary: str = ""
+    description: str = ""
+    tags: tuple[str, ...] = ()
+    api: bool = True
+    role: Role | None = attrs.field(default=attrs.NOTHING)
+    cost: int = 5
+    body: BodyKind = "default"
+    request_model: type[Any] | Mapping[str, Any] | None = None
+    response_model: type[Any] | Mapping[str, Any] | None = None
+    response_media_type: str = "application/json"
+    responses: Mapping[int, str] = attrs.field(factory=dict)
+    query: Sequence[QueryParam] = ()
+
+    @role.default
+    def _default_role(self) -> Role | None:
+        if all(m in ("GET", "HEAD") for m in self.methods):
+            return DEFAULT_READ_ROLE
+        return DEFAULT_WRITE_ROLE
+
+    @property
+    def public(self) -> bool:
+        return self.role is None
+
+    def mount_paths(self) -> tuple[str, ...]:
+        if self.api:
+            return (f"/api{self.path}", f"/api/v1{self.path}")
+        return (self.path,)

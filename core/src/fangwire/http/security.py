@@ -1,0 +1,160 @@
+"""Who may call what, and how often.
+
+For each request to a declared route the gatekeeper, in order:
+
+1. refuses a client locked out after too many failed credentials (429, ``auth_locked_out``);
+2. charges the route's cost to the client's GCRA budget (429, ``rate_limited``);
+3. on non-public routes, authenticates the presented credential through the registered auth
+   providers (401) and checks the route's role (403).
+
+While no auth provider holds a credential, the daemon serves loopback callers only and treats
+them as owners; everyone else gets 401. Loopback callers are rate limited too when a key is
+configured, unless ``rate_limit.apply_to_loopback`` is false.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+from typing import TYPE_CHECKING
+
+from starlette.requests import HTTPConnection
+
+from fangwire.auth import Principal, Role
+from fangwire.http.errors import ApiError
+from fangwire.ratelimit import Decision, GcraLimiter
+
+if TYPE_CHECKING:
+    from fangwire.http.routes import RouteSpec
+    from fangwire.runtime import Runtime
+
+log = logging.getLogger("fangwire.auth")
+
+LOCAL_PRINCIPAL = Principal(subject="local", role=Role.OWNER, provider="loopback")
+
+
+def client_host(connection: HTTPConnection) -> str:
+    return connection.client.host if connection.client else "unknown"
+
+
+def is_loopback_client(connection: HTTPConnection) -> bool:
+    """True for a direct loopback caller; a request relayed by a proxy is not loopback."""
+    if "x-forwarded-for" in connection.headers or "forwarded" in connection.headers:
+        return False
+    host = client_host(connection)
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def presented_credential(connection: HTTPConnection) -> str | None:
+    """The credential from ``Authorization: Bearer`` or ``X-API-Key`` (never the query)."""
+    authorization = connection.headers.get("authorization")
+    if authorization:
+        scheme, _, token = authorization.partition(" ")
+        if scheme.lower() == "bearer" and token.strip():
+            return token.strip()
+        return ""
+    api_key = connection.headers.get("x-api-key")
+    if api_key is not None:
+        return api_key.strip()
+    return None
+
+
+class Gatekeeper:
+    """Authentication, authorisation and rate limiting for one runtime."""
+
+    def __init__(self, runtime: Runtime) -> None:
+        self.runtime = runtime
+        limits = runtime.config.rate_limit
+        self.requests = GcraLimiter(
+            rate=limits.api_requests_per_minute, period=60.0, burst=limits.burst
+        )
+        self.auth_failures = GcraLimiter(
+            rate=limits.auth_failures_allowed, period=float(limits.auth_failure_window_seconds)
+        )
+
+    @property
+    def auth_configured(self) -> bool:
+        return any(p.is_configured() for p in self.runtime.auth_providers)
+
+    def _rate_limited(self, connection: HTTPConnection) -> bool:
+        if not is_loopback_client(connection):
+            return True
+        return self.auth_configured and self.runtime.config.rate_limit.apply_to_loopback
+
+    async def admit(self, connection: HTTPConnection, spec: RouteSpec) -> Decision | None:
+        """Check the caller against ``spec``; return the rate-limit decision (if limited) or
+        raise :class:`ApiError`. Stores the principal in the scope."""
+        from fangwire.http.context import PRINCIPAL_KEY
+
+        client = client_host(connection)
+        limited = self._rate_limited(connection)
+        if limited:
+            lock = self.auth_failures.check(client, 1, spend=False)
+            if not lock.allowed:
+                raise ApiError(
+                    429,
+                    "too many failed credentials from this client; try again later",
+                    code="auth_locked_out",
+                    headers={"Retry-After": lock.headers()["Retry-After"]},
+                )
+        decision: Decision | None = None
+        if limited and spec.cost > 0:
+            decision = self.requests.check(client, spec.cost)
+            if not decision.allowed:
+                raise ApiError(
+                    429, "rate limit exceeded; slow down", code="rate_limited",
+                    headers=decision.headers(),
+                )
+        if spec.role is None:
+            return decision
+        principal = await self.authenticate(connection, client, limited)
+        if not principal.allows(spec.role):
+            log.warning(
+                "permission denied: %s (%s) needs %s for %s",
+                principal.subject, principal.role.label, spec.role.label, connection.url.path,
+            )
+            raise ApiError(
+                403,
+                f"role {principal.role.label!r} may not use this route; "
+                f"it needs {spec.role.label!r}",
+                code="forbidden",
+            )
+        connection.scope[PRINCIPAL_KEY] = principal
+        return decision
+
+    async def authenticate(
+        self, connection: HTTPConnection, client: str, limited: bool
+    ) -> Principal:
+        credential = presented_credential(connection)
+        if not self.auth_configured:
+            if is_loopback_client(connection):
+                return LOCAL_PRINCIPAL
+            raise ApiError(
+                401,
+                "no API key is configured, so only loopback callers are served",
+                code="unauthorized",
+                headers={"WWW-Authenticate": "Bearer"},
+            )
+        if not credential:
+            raise ApiError(
+                401,
+                "missing credential: send Authorization: Bearer <key> or X-API-Key: <key>",
+                code="unauthorized",
+                headers={"WWW-Authenticate": "Bearer"},
+            )
+        for provider in self.runtime.auth_providers:
+            principal = await provider.authenticate(credential, connection)
+            if principal is not None:
+                return principal
+        if limited:
+            self.auth_failures.check(client)
+        log.warning("authentication failed from %s for %s", client, connection.url.path)
+        raise ApiError(
+            401,
+            "invalid credential",
+            code="unauthorized",
+            headers={"WWW-Authenticate": 'Bearer error="invalid_token"'},
+        )

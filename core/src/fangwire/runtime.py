@@ -1,0 +1,297 @@
+"""The runtime: everything a running fangwire holds, built from the plugin registry.
+
+A :class:`Runtime` is built synchronously (configuration, plugins, registered objects) and
+then served inside :meth:`Runtime.serving`, an async context that opens the store, creates the
+shared HTTP client, starts transports and runs the plugins' ``startup`` hooks, and undoes all
+of it in reverse order on exit.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import AsyncIterator, Mapping
+from contextlib import AsyncExitStack, asynccontextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, TypeVar
+
+import cattrs
+import httpx
+
+from fangwire import __version__
+from fangwire.audit import AuditSink
+from fangwire.auth import AuthProvider
+from fangwire.budget import BudgetPolicy
+from fangwire.bus import Bus
+from fangwire.channels import ChannelAdapter
+from fangwire.config import Config, make_converter
+from fangwire.configfile import ConfigFile
+from fangwire.home import CONFIG_FILE_NAME, ensure_home, resolve_home
+from fangwire.logs import LogHub
+from fangwire.plugins import PluginManager, create_plugin_manager
+from fangwire.redaction import Redactor
+from fangwire.secrets import ChosenBackend, SecretStore, choose_backend
+from fangwire.store import Store, open_store
+from fangwire.store.core_migrations import CORE_MIGRATIONS
+from fangwire.transports import Transport
+
+if TYPE_CHECKING:
+    from keyring.backend import KeyringBackend
+
+    from fangwire.http.routes import RouteSpec
+
+log = logging.getLogger("fangwire.runtime")
+
+T = TypeVar("T")
+
+#: Timeout for the shared outbound HTTP client (connect, read, write, pool), in seconds.
+HTTP_TIMEOUT = httpx.Timeout(10.0, connect=5.0)
+
+
+class RegistryError(Exception):
+    """Two plugins registered the same name."""
+
+
+class Runtime:
+    """A configured fangwire instance: configuration, plugins, store, secrets and services."""
+
+    def __init__(
+        self,
+        *,
+        home: Path,
+        config_file: ConfigFile,
+        config: Config,
+        converter: cattrs.Converter,
+        pm: PluginManager,
+        secrets: SecretStore,
+        secrets_backend: ChosenBackend,
+        store: Store,
+        redactor: Redactor,
+        environ: Mapping[str, str],
+        log_hub: LogHub,
+    ) -> None:
+        self.home = home
+        self.config_file = config_file
+        self.config = config
+        self.converter = converter
+        self.pm = pm
+        self.secrets = secrets
+        self.secrets_backend = secrets_backend
+        self.store = store
+        self.redactor = redactor
+        self.environ = environ
+        self.log_hub = log_hub
+        self.bus = Bus()
+        self.version = __version__
+        self.started_at: float | None = None
+        self._http: httpx.AsyncClient | None = None
+        self.channels: dict[str, ChannelAdapter] = {}
+        self.transports: dict[str, Transport] = {}
+        self.auth_providers: list[AuthProvider] = []
+        self.budget_policies: dict[str, BudgetPolicy] = {}
+        self.audit_sinks: dict[str, AuditSink] = {}
+        self.routes: list[tuple[str, RouteSpec]] = []
+        self._build_registry()
+
+    # -- construction -------------------------------------------------------------------
+
+    @classmethod
+    def build(
+        cls,
+        home: Path | None = None,
+        *,
+        environ: Mapping[str, str] | None = None,
+        pm: PluginManager | None = None,
+        keyring_backend: KeyringBackend | None = None,
+        store: Store | None = None,
+        log_hub: LogHub | None = None,
+    ) -> Runtime:
+        """Load the configuration of ``home`` (default: ``$FANGWIRE_HOME`` or ``~/.fangwire``)
+        and build the registry. Raises :class:`~fangwire.config.ConfigError` on a bad config.
+        """
+        env = dict(os.environ if environ is None else environ)
+        home = ensure_home(home if home is not None else resolve_home(env))
+        converter = make_converter()
+        config_file = ConfigFile(home / CONFIG_FILE_NAME, converter)
+        config = config_file.load()
+        if pm is None:
+            pm = create_plugin_manager(disabled=config.plugins.disabled, environ=env)
+        pm.hooks.configure_converter(converter)
+        redactor = Redactor()
+        if keyring_backend is None:
+            chosen = choose_backend(home, env, config.secrets.backend)
+        else:
+            chosen = ChosenBackend(
+                backend=keyring_backend, kind="memory", description="supplied backend"
+            )
+        secrets = SecretStore(chosen.backend, redactor)
+        for key in (config.api_key, env.get("FANGWIRE_API_KEY", "")):
+            for line in key.splitlines():
+                redactor.add(line.strip())
+        return cls(
+            home=home,
+            config_file=config_file,
+            config=config,
+            converter=converter,
+            pm=pm,
+            secrets=secrets,
+            secrets_backend=chosen,
+            store=store if store is not None else open_store(home),
+            redactor=redactor,
+            environ=env,
+            log_hub=log_hub if log_hub is not None else LogHub(
+                redactor, max_subscribers=config.http.max_log_streams
+            ),
+        )
+
+    def _build_registry(self) -> None:
+        hooks = self.pm.hooks
+        self.channels = self._instantiate(hooks.register_channels(), "name", "channel")
+        self._check_channel_entry_points()
+        self.transports = self._instantiate(
+            hooks.register_transports(), "transport_id", "transport"
+        )
+        providers = self._instantiate(
+            hooks.register_auth_providers(), "provider_id", "auth provider"
+        )
+        self.auth_providers = sorted(providers.values(), key=lambda p: (p.order, p.provider_id))
+        self.budget_policies = self._instantiate(
+            hooks.register_budget_policies(), "policy_id", "budget policy"
+        )
+        self.audit_sinks = self._instantiate(hooks.register_audit_sinks(), "sink_id", "audit sink")
+        self.routes = self._collect_routes()
+
+    def _instantiate(
+        self, registered: list[tuple[str, type[T]]], id_attr: str, kind: str
+    ) -> dict[str, T]:
+        instances: dict[str, T] = {}
+        owners: dict[str, str] = {}
+        for plugin_name, cls in registered:
+            if not self.pm.has_plugin(plugin_name):
+                continue
+            key = getattr(cls, id_attr, "")
+            try:
+                if not key:
+                    raise RegistryError(f"{kind} class {cls.__qualname__} sets no {id_attr}")
+                if key in instances:
+                    raise RegistryError(
+                        f"{kind} {key!r} is already registered by plugin {owners[key]!r}"
+                    )
+                instances[key] = cls(self)  # type: ignore[call-arg]
+                owners[key] = plugin_name
+            except Exception as exc:
+                self.pm.fail(plugin_name, exc)
+        # A plugin that failed part-way must not leave half of its objects behind.
+        return {k: v for k, v in instances.items() if self.pm.has_plugin(owners[k])}
+
+    def _check_channel_entry_points(self) -> None:
+        for record in list(self.pm.records.values()):
+            if record.group != "fangwire.channels" or record.status != "loaded":
+                continue
+            if record.name not in self.channels:
+                self.pm.fail(
+                    record.name,
+                    RegistryError(
+                        f"entry point {record.name!r} registers no channel named {record.name!r}"
+                    ),
+                )
+
+    def _collect_routes(self) -> list[tuple[str, RouteSpec]]:
+        seen: dict[tuple[str, str], str] = {}
+        collected: list[tuple[str, RouteSpec]] = []
+        candidates = list(self.pm.hooks.register_routes())
+        for transport_name, transport in self.transports.items():
+            candidates.extend((f"transport:{transport_name}", s) for s in transport.routes())
+        for plugin_name, spec in candidates:
+            owner = plugin_name.removeprefix("transport:")
+            clash = next(
+                (
+                    (path, method)
+                    for path in spec.mount_paths()
+                    for method in spec.methods
+                    if (path, method) in seen
+                ),
+                None,
+            )
+            if clash is not None:
+                self.pm.fail(
+                    owner,
+                    RegistryError(
+                        f"route {clash[1]} {clash[0]} is already served by {seen[clash]!r}"
+                    ),
+                )
+                continue
+            for path in spec.mount_paths():
+                for method in spec.methods:
+                    seen[(path, method)] = owner
+            collected.append((owner, spec))
+        return [(o, s) for o, s in collected if self.pm.has_plugin(o) or o in self.transports]
+
+    # -- services -----------------------------------------------------------------------
+
+    @property
+    def http(self) -> httpx.AsyncClient:
+        """The shared outbound HTTP client (exists while serving)."""
+        if self._http is None:
+            raise RuntimeError("the runtime is not serving; enter Runtime.serving() first")
+        return self._http
+
+    @property
+    def uptime_seconds(self) -> float:
+        return 0.0 if self.started_at is None else time.monotonic() - self.started_at
+
+    def reload_config(self) -> Config:
+        """Re-read ``config.toml``; the new configuration applies to new requests."""
+        self.config = self.config_file.load()
+        return self.config
+
+    @asynccontextmanager
+    async def serving(self) -> AsyncIterator[Runtime]:
+        """Open the store, start services and plugins; stop them all on exit."""
+        async with AsyncExitStack() as stack:
+            await self.log_hub.start()
+            stack.push_async_callback(self.log_hub.stop)
+            await self.store.open()
+            stack.push_async_callback(self.store.close)
+            await self.store.migrate(CORE_MIGRATIONS)
+            self._http = await stack.enter_async_context(
+                httpx.AsyncClient(timeout=HTTP_TIMEOUT, follow_redirects=False)
+            )
+            stack.callback(self._forget_http)
+            for transport_id, transport in self.transports.items():
+                try:
+                    await transport.start()
+                except Exception:
+                    log.exception("transport %s failed to start", transport_id)
+                    continue
+                stack.push_async_callback(transport.stop)
+            stack.push_async_callback(self._close_sinks)
+            await self.pm.hooks.startup(self)
+            stack.push_async_callback(self.pm.hooks.shutdown, self)
+            self.started_at = time.monotonic()
+            log.info(
+                "fangwire %s ready: %d plugins loaded, %d failed",
+                self.version,
+                sum(r.status == "loaded" for r in self.pm.records.values()),
+                sum(r.status == "failed" for r in self.pm.records.values()),
+            )
+            yield self
+
+    async def _close_sinks(self) -> None:
+        for sink_id, sink in self.audit_sinks.items():
+            try:
+                await sink.aclose()
+            except Exception:
+                log.exception("audit sink %s failed to close", sink_id)
+
+    def _forget_http(self) -> None:
+        self._http = None
+
+    def describe(self) -> dict[str, Any]:
+        """A summary without secrets or filesystem paths."""
+        return {
+            "version": self.version,
+            "secrets_backend": self.secrets_backend.kind,
+            "plugins": len(self.pm.records),
+        }
