@@ -1,0 +1,1 @@
+"""fangwire's A2A server and client."""

@@ -1,0 +1,1 @@
+"""fangwire's built-in channel adapters, one module per platform."""

@@ -1,0 +1,1 @@
+"""fangwire's MCP client transports, server manager and ``/mcp`` server."""
