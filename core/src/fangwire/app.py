@@ -12,6 +12,7 @@ from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
+from starlette.types import Message
 
 from fangwire.http.browser import BrowserGuardMiddleware
 from fangwire.http.context import request_id_of
@@ -22,10 +23,37 @@ from fangwire.http.security import Gatekeeper
 from fangwire.runtime import Runtime
 
 
-def _guard(spec: RouteSpec, gatekeeper: Gatekeeper) -> Endpoint:
+def _too_large(limit: int) -> ApiError:
+    return ApiError(
+        413, f"request body is larger than this route accepts ({limit} bytes)",
+        code="payload_too_large",
+    )
+
+
+def _limit_body(request: Request, limit: int) -> Request:
+    """The request with its body capped at ``limit`` bytes (413 beyond it)."""
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise _too_large(limit)
+    received = 0
+    upstream = request.receive
+
+    async def receive() -> Message:
+        nonlocal received
+        message = await upstream()
+        if message["type"] == "http.request":
+            received += len(message.get("body", b""))
+            if received > limit:
+                raise _too_large(limit)
+        return message
+
+    return Request(request.scope, receive)
+
+
+def _guard(spec: RouteSpec, gatekeeper: Gatekeeper, body_limit: int) -> Endpoint:
     async def endpoint(request: Request) -> Response:
         decision = await gatekeeper.admit(request, spec)
-        response = await spec.endpoint(request)
+        response = await spec.endpoint(_limit_body(request, body_limit))
         if decision is not None:
             response.headers.update(decision.headers())
         return response
@@ -72,10 +100,9 @@ def create_app(runtime: Runtime) -> Starlette:
     routes = [
         Route(
             path,
-            _guard(spec, gatekeeper),
+            _guard(spec, gatekeeper, _body_limit(spec, runtime)),
             methods=list(spec.methods),
             name=f"{spec.name}:{path}" if spec.name else None,
-            max_body_size=_body_limit(spec, runtime),
         )
         for _, spec in runtime.routes
         for path in spec.mount_paths()

@@ -43,8 +43,9 @@ class Hooks:
 
     def _impls(self, hook_name: str) -> Iterator[tuple[str, pluggy.HookImpl]]:
         caller = getattr(self._pm.hook, hook_name)
-        # pluggy keeps implementations in call order reversed (LIFO); keep its order.
-        for impl in reversed(caller.get_hookimpls()):
+        # Registration order: built-ins first, then entry points, then objects added later,
+        # so when two plugins claim the same name the later one is the one that fails.
+        for impl in caller.get_hookimpls():
             yield impl.plugin_name, impl
 
     def _call_each(self, hook_name: str, **kwargs: Any) -> list[tuple[str, Any]]:

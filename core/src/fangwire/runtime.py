@@ -92,6 +92,7 @@ class Runtime:
         self.budget_policies: dict[str, BudgetPolicy] = {}
         self.audit_sinks: dict[str, AuditSink] = {}
         self.routes: list[tuple[str, RouteSpec]] = []
+        self._owners: dict[int, str] = {}
         self._build_registry()
 
     # -- construction -------------------------------------------------------------------
@@ -161,6 +162,20 @@ class Runtime:
         )
         self.audit_sinks = self._instantiate(hooks.register_audit_sinks(), "sink_id", "audit sink")
         self.routes = self._collect_routes()
+        self._prune_failed()
+
+    def _prune_failed(self) -> None:
+        """Drop every object whose plugin failed at any point while the registry was built."""
+
+        def alive(obj: object) -> bool:
+            return self.pm.has_plugin(self._owners[id(obj)])
+
+        self.channels = {k: v for k, v in self.channels.items() if alive(v)}
+        self.transports = {k: v for k, v in self.transports.items() if alive(v)}
+        self.auth_providers = [p for p in self.auth_providers if alive(p)]
+        self.budget_policies = {k: v for k, v in self.budget_policies.items() if alive(v)}
+        self.audit_sinks = {k: v for k, v in self.audit_sinks.items() if alive(v)}
+        self.routes = [(owner, spec) for owner, spec in self.routes if self.pm.has_plugin(owner)]
 
     def _instantiate(
         self, registered: list[tuple[str, type[T]]], id_attr: str, kind: str
@@ -178,12 +193,13 @@ class Runtime:
                     raise RegistryError(
                         f"{kind} {key!r} is already registered by plugin {owners[key]!r}"
                     )
-                instances[key] = cls(self)  # type: ignore[call-arg]
+                instance = cls(self)  # type: ignore[call-arg]
+                instances[key] = instance
                 owners[key] = plugin_name
+                self._owners[id(instance)] = plugin_name
             except Exception as exc:
                 self.pm.fail(plugin_name, exc)
-        # A plugin that failed part-way must not leave half of its objects behind.
-        return {k: v for k, v in instances.items() if self.pm.has_plugin(owners[k])}
+        return instances
 
     def _check_channel_entry_points(self) -> None:
         for record in list(self.pm.records.values()):
@@ -198,35 +214,26 @@ class Runtime:
                 )
 
     def _collect_routes(self) -> list[tuple[str, RouteSpec]]:
+        """Routes from ``register_routes`` and from transports, keyed by owning plugin."""
+        candidates = list(self.pm.hooks.register_routes())
+        for transport in self.transports.values():
+            owner = self._owners[id(transport)]
+            candidates.extend((owner, spec) for spec in transport.routes())
         seen: dict[tuple[str, str], str] = {}
         collected: list[tuple[str, RouteSpec]] = []
-        candidates = list(self.pm.hooks.register_routes())
-        for transport_name, transport in self.transports.items():
-            candidates.extend((f"transport:{transport_name}", s) for s in transport.routes())
-        for plugin_name, spec in candidates:
-            owner = plugin_name.removeprefix("transport:")
-            clash = next(
-                (
-                    (path, method)
-                    for path in spec.mount_paths()
-                    for method in spec.methods
-                    if (path, method) in seen
-                ),
-                None,
-            )
+        for owner, spec in candidates:
+            keys = [(path, method) for path in spec.mount_paths() for method in spec.methods]
+            clash = next((key for key in keys if key in seen), None)
             if clash is not None:
+                path, method = clash
                 self.pm.fail(
                     owner,
-                    RegistryError(
-                        f"route {clash[1]} {clash[0]} is already served by {seen[clash]!r}"
-                    ),
+                    RegistryError(f"route {method} {path} is already served by {seen[clash]!r}"),
                 )
                 continue
-            for path in spec.mount_paths():
-                for method in spec.methods:
-                    seen[(path, method)] = owner
+            seen.update(dict.fromkeys(keys, owner))
             collected.append((owner, spec))
-        return [(o, s) for o, s in collected if self.pm.has_plugin(o) or o in self.transports]
+        return collected
 
     # -- services -----------------------------------------------------------------------
 

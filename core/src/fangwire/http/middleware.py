@@ -16,6 +16,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from fangwire.http.context import REQUEST_ID_KEY
 from fangwire.http.errors import error_response
 from fangwire.http.headers import CACHE_CONTROL, SECURITY_HEADERS
+from fangwire.logs import request_id_var
 
 log = logging.getLogger("fangwire.http")
 
@@ -63,6 +64,7 @@ class EnvelopeMiddleware:
                 message = {**message, "headers": headers}
             await send(message)
 
+        token = request_id_var.set(request_id)
         try:
             await self.app(scope, receive, send_with_headers)
         except Exception:
@@ -73,3 +75,5 @@ class EnvelopeMiddleware:
                 500, "internal_error", "internal server error", request_id
             )
             await response(scope, receive, send_with_headers)
+        finally:
+            request_id_var.reset(token)

@@ -1,0 +1,52 @@
+"""Serve an app on a real loopback socket inside a test (for streaming and real clients).
+
+``httpx.ASGITransport`` buffers whole responses, so server-sent events and clients in other
+processes need a real server. :func:`live_server` runs uvicorn on ``127.0.0.1`` with an
+ephemeral port inside the current event loop and stops it on exit.
+"""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
+
+import anyio
+import uvicorn
+from starlette.types import ASGIApp
+
+STARTUP_TIMEOUT_SECONDS = 10.0
+
+
+@asynccontextmanager
+async def live_server(app: ASGIApp) -> AsyncIterator[str]:
+    """Run ``app`` (lifespan included) and yield its base URL, ``http://127.0.0.1:<port>``."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    server = uvicorn.Server(
+        uvicorn.Config(app, log_config=None, lifespan="on", timeout_graceful_shutdown=2)
+    )
+    # uvicorn installs signal handlers only when it owns the loop; keep it from doing so.
+    server.capture_signals = _no_signals  # type: ignore[method-assign]
+    try:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(server.serve, [sock])
+            with anyio.fail_after(STARTUP_TIMEOUT_SECONDS):
+                while not server.started:
+                    if server.should_exit:
+                        raise RuntimeError("the server failed to start")
+                    await anyio.sleep(0.01)
+            try:
+                yield f"http://127.0.0.1:{port}"
+            finally:
+                server.should_exit = True
+                server.force_exit = False
+    finally:
+        sock.close()
+
+
+@contextmanager
+def _no_signals() -> Iterator[None]:
+    yield
