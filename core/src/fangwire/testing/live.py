@@ -50,3 +50,32 @@ async def live_server(app: ASGIApp) -> AsyncIterator[str]:
 @contextmanager
 def _no_signals() -> Iterator[None]:
     yield
+
+
+@contextmanager
+def threaded_server(app: ASGIApp) -> Iterator[str]:
+    """Like :func:`live_server`, but on its own thread and event loop, for synchronous
+    clients (``requests``, schemathesis, subprocess-driven tools)."""
+    import threading
+
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    server = uvicorn.Server(
+        uvicorn.Config(app, log_config=None, lifespan="on", timeout_graceful_shutdown=2)
+    )
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    try:
+        deadline = STARTUP_TIMEOUT_SECONDS
+        while not server.started and deadline > 0 and thread.is_alive():
+            thread.join(0.01)
+            deadline -= 0.01
+        if not server.started:
+            raise RuntimeError("the server failed to start")
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(STARTUP_TIMEOUT_SECONDS)
+        sock.close()
