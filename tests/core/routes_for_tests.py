@@ -42,13 +42,23 @@ async def whoami(request: Request) -> Response:
 def register_routes(register: Callable[[RouteSpec], None]) -> None:
     register(
         RouteSpec(
-            "/test/echo", echo, methods=("POST",), name="test_echo", role=Role.USER,
-            request_model=Greeting, response_model={"type": "object"},
+            "/test/echo",
+            echo,
+            methods=("POST",),
+            name="test_echo",
+            role=Role.USER,
+            request_model=Greeting,
+            response_model={"type": "object"},
         )
     )
     register(
         RouteSpec(
-            "/test/small", echo, methods=("POST",), name="test_small", role=None, body="hooks",
+            "/test/small",
+            echo,
+            methods=("POST",),
+            name="test_small",
+            role=None,
+            body="hooks",
             request_model=Greeting,
         )
     )

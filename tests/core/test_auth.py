@@ -175,9 +175,13 @@ async def test_roles_are_enforced(build):
         assert denied.json()["error"]["code"] == "forbidden"
         assert "admin" in denied.json()["error"]["message"]
         # POST /api/test/echo needs the user role.
-        assert (await http.post("/api/test/echo", json={"name": "a"}, headers=viewer)).status_code == 403
+        assert (
+            await http.post("/api/test/echo", json={"name": "a"}, headers=viewer)
+        ).status_code == 403
         user = {"authorization": "Bearer user-token"}
-        assert (await http.post("/api/test/echo", json={"name": "a"}, headers=user)).status_code == 200
+        assert (
+            await http.post("/api/test/echo", json={"name": "a"}, headers=user)
+        ).status_code == 200
 
 
 async def test_rate_limit_429_with_retry_after_and_ratelimit_headers(build):
@@ -207,7 +211,8 @@ async def two_clients(runtime):
     """Two callers with different addresses talking to one app."""
     app = create_app(runtime)
     async with (
-        app.router.lifespan_context(app), httpx.AsyncClient(
+        app.router.lifespan_context(app),
+        httpx.AsyncClient(
             transport=httpx.ASGITransport(app=app, client=REMOTE), base_url=BASE_URL
         ) as first,
         httpx.AsyncClient(

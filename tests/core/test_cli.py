@@ -30,7 +30,10 @@ def run_cli(*args: str, home, timeout: float = 60) -> subprocess.CompletedProces
     env.pop("FANGWIRE_API_KEY", None)
     return subprocess.run(
         [sys.executable, "-m", "fangwire.cli", *args],
-        env=env, capture_output=True, text=True, timeout=timeout,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
     )
 
 
@@ -67,7 +70,13 @@ def test_plugins_table_and_json(home, capsys):
     assert listing["total"] == len(listing["plugins"])
     assert main(["plugins"]) == 0
     table = capsys.readouterr().out
-    assert table.splitlines()[0].split()[:5] == ["NAME", "GROUP", "DISTRIBUTION", "VERSION", "STATUS"]
+    assert table.splitlines()[0].split()[:5] == [
+        "NAME",
+        "GROUP",
+        "DISTRIBUTION",
+        "VERSION",
+        "STATUS",
+    ]
     assert "fangwire-channels" in table
 
 
@@ -80,7 +89,14 @@ def test_bad_config_exits_2_naming_the_key(home, capsys):
 
 
 def test_serve_refuses_a_public_address_without_a_key(home):
-    result = run_cli("serve", "--host", "0.0.0.0", "--port", str(free_port()), home=home)
+    result = run_cli(
+        "serve",
+        "--host",
+        "0.0.0.0",  # noqa: S104 - refused before binding
+        "--port",
+        str(free_port()),
+        home=home,
+    )
     assert result.returncode == 2
     assert "no API key is configured" in result.stderr
 
@@ -92,7 +108,10 @@ def test_serve_creates_config_and_answers(home):
     started = time.monotonic()
     with subprocess.Popen(
         [sys.executable, "-m", "fangwire.cli", "serve", "--port", str(port)],
-        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     ) as process:
         try:
             deadline = started + 30

@@ -33,7 +33,9 @@ def test_default_template_is_valid_and_equals_the_defaults():
 
 
 def test_librefang_top_level_keys_carry_over():
-    config = parse('api_key = "k"\napi_listen = "127.0.0.1:4200"\n[channels.telegram]\ntoken_env = "TG"\n')
+    config = parse(
+        'api_key = "k"\napi_listen = "127.0.0.1:4200"\n[channels.telegram]\ntoken_env = "TG"\n'
+    )
     assert config.api_listen == "127.0.0.1:4200"
     assert config.channels["telegram"]["token_env"] == "TG"
 
@@ -48,7 +50,10 @@ def test_librefang_top_level_keys_carry_over():
         ("[http]\nnope = true", "http.nope: unknown key"),
         ("http = 3", "http: expected a table, got 3"),
         ("[logging]\nlevel = 'loud'", "logging.level: expected one of"),
-        ("[rate_limit]\napply_to_loopback = 'yes'", "rate_limit.apply_to_loopback: expected true or false"),
+        (
+            "[rate_limit]\napply_to_loopback = 'yes'",
+            "rate_limit.apply_to_loopback: expected true or false",
+        ),
         ("api_listen = 'localhost'", "api_listen: expected 'host:port'"),
         ("api_listen = '127.0.0.1:99999'", "api_listen: port must be between 1 and 65535"),
         ("api_key = 5", "api_key: expected a string, got 5"),
@@ -111,7 +116,7 @@ def test_edit_creates_tables(config_file):
 
 def test_invalid_edit_leaves_the_file_unchanged(config_file):
     before = config_file.path.read_text()
-    with pytest.raises(ConfigError, match="rate_limit.api_requests_per_minute"):
+    with pytest.raises(ConfigError, match=r"rate_limit\.api_requests_per_minute"):
         config_file.set_value(["rate_limit", "api_requests_per_minute"], "many")
     with pytest.raises(ConfigError, match="surprise: unknown key"):
         config_file.set_value(["surprise"], 1)
@@ -148,7 +153,7 @@ def test_a_failed_write_keeps_the_old_file(config_file, monkeypatch):
 
 def test_runtime_fails_at_start_on_bad_config(fangwire_home, memory_keyring):
     (fangwire_home / "config.toml").write_text("[http]\nmax_json_depth = -1\n")
-    with pytest.raises(ConfigError, match="http.max_json_depth: must be a positive number"):
+    with pytest.raises(ConfigError, match=r"http\.max_json_depth: must be a positive number"):
         Runtime.build(fangwire_home, environ={}, keyring_backend=memory_keyring)
 
 

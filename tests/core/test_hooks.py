@@ -35,7 +35,7 @@ async def test_hook_register_channels(make_runtime):
         async def send(self, target: str, message: OutboundMessage) -> DeliveryReceipt:
             return DeliveryReceipt(channel=self.name, target=target, message_ids=("1",))
 
-    class plugin:  # noqa: N801
+    class plugin:
         @staticmethod
         @hookimpl
         def register_channels(register):
@@ -65,7 +65,7 @@ async def test_hook_register_transports(make_runtime):
         async def stop(self) -> None:
             calls.append("stop")
 
-    class plugin:  # noqa: N801
+    class plugin:
         @staticmethod
         @hookimpl
         def register_transports(register):
@@ -90,7 +90,7 @@ async def test_hook_register_auth_providers(make_runtime):
                 return Principal(subject="ali", role=Role.ADMIN, provider="fixed")
             return None
 
-    class plugin:  # noqa: N801
+    class plugin:
         @staticmethod
         @hookimpl
         def register_auth_providers(register):
@@ -112,7 +112,7 @@ async def test_hook_register_budget_policies(make_runtime):
             allowed = action.estimated_cost_usd <= 1.0
             return BudgetDecision(allowed=allowed, policy=self.policy_id, reason="too dear")
 
-    class plugin:  # noqa: N801
+    class plugin:
         @staticmethod
         @hookimpl
         def register_budget_policies(register):
@@ -136,7 +136,7 @@ async def test_hook_register_audit_sinks(make_runtime):
         async def emit(self, entry: AuditEntry) -> None:
             received.append(entry)
 
-    class plugin:  # noqa: N801
+    class plugin:
         @staticmethod
         @hookimpl
         def register_audit_sinks(register):
@@ -144,8 +144,14 @@ async def test_hook_register_audit_sinks(make_runtime):
 
     sink = make_runtime(pm=manager_with(plugin)).audit_sinks["memory"]
     entry = AuditEntry(
-        id=1, timestamp="2026-01-01T00:00:00Z", event_type="test", agent_id=None,
-        details={}, outcome="ok", prev_hash="0" * 64, hash="1" * 64,
+        id=1,
+        timestamp="2026-01-01T00:00:00Z",
+        event_type="test",
+        agent_id=None,
+        details={},
+        outcome="ok",
+        prev_hash="0" * 64,
+        hash="1" * 64,
     )
     await sink.emit(entry)
     assert received == [entry]
@@ -155,7 +161,7 @@ async def test_hook_register_routes(make_runtime):
     async def hello(request):
         return JSONResponse({"hello": request.path_params["name"]})
 
-    class plugin:  # noqa: N801
+    class plugin:
         @staticmethod
         @hookimpl
         def register_routes(register):
@@ -188,7 +194,7 @@ async def test_hook_configure_converter(make_runtime):
             raise TypeError("colour must be a string")
         return Colour(value.lower())
 
-    class plugin:  # noqa: N801
+    class plugin:
         @staticmethod
         @hookimpl
         def configure_converter(converter):
@@ -209,7 +215,7 @@ async def test_hook_configure_converter(make_runtime):
 async def test_hook_startup(make_runtime):
     seen = []
 
-    class plugin:  # noqa: N801
+    class plugin:
         @staticmethod
         @hookimpl
         def startup(runtime):
@@ -222,7 +228,7 @@ async def test_hook_startup(make_runtime):
 async def test_hook_shutdown(make_runtime):
     seen = []
 
-    class plugin:  # noqa: N801
+    class plugin:
         @staticmethod
         @hookimpl
         async def shutdown(runtime):

@@ -21,7 +21,7 @@ log = logging.getLogger("fangwire.test.stream")
 @pytest.fixture
 async def stream_url(make_runtime, monkeypatch):
     monkeypatch.setattr(logs_routes, "HEARTBEAT_SECONDS", 0.2)
-    runtime = make_runtime('[http]\nmax_log_streams = 2\n')
+    runtime = make_runtime("[http]\nmax_log_streams = 2\n")
     runtime.redactor.add("hunter2-secret-value")
     log.setLevel(logging.DEBUG)
     logging.getLogger("fangwire").addHandler(runtime.log_hub.handler)

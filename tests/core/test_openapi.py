@@ -58,7 +58,9 @@ async def test_request_models_are_documented(make_runtime, make_client):
     async with make_client(make_runtime(pm=pm)) as http:
         document = (await http.get("/api/openapi.json")).json()
     body = document["paths"]["/api/test/echo"]["post"]["requestBody"]
-    assert body["content"]["application/json"]["schema"] == {"$ref": "#/components/schemas/Greeting"}
+    assert body["content"]["application/json"]["schema"] == {
+        "$ref": "#/components/schemas/Greeting"
+    }
     greeting = document["components"]["schemas"]["Greeting"]
     assert greeting["required"] == ["name"]
     assert greeting["properties"]["tags"] == {"type": "array", "items": {"type": "string"}}

@@ -132,7 +132,14 @@ async def test_daemon_serves_and_lists_failed_plugins(broken_site, make_runtime)
     assert by_name["test"]["status"] == "loaded"
     assert by_name["test"]["hooks"] == ["register_channels"]
     assert set(by_name["test"]) == {
-        "name", "group", "module", "distribution", "version", "status", "error", "hooks"
+        "name",
+        "group",
+        "module",
+        "distribution",
+        "version",
+        "status",
+        "error",
+        "hooks",
     }
 
 
@@ -180,13 +187,13 @@ def test_duplicate_channel_names_fail_the_later_plugin(make_runtime):
     class Second(ChannelAdapter):
         name = "dup"
 
-    class first_plugin:  # noqa: N801
+    class first_plugin:
         @staticmethod
         @hookimpl
         def register_channels(register: Callable[[type[ChannelAdapter]], None]) -> None:
             register(First)
 
-    class second_plugin:  # noqa: N801
+    class second_plugin:
         @staticmethod
         @hookimpl
         def register_channels(register: Callable[[type[ChannelAdapter]], None]) -> None:
@@ -208,7 +215,7 @@ def test_route_clash_fails_the_later_plugin(make_runtime):
     async def endpoint(request):  # pragma: no cover - never called
         raise AssertionError
 
-    class clash:  # noqa: N801
+    class clash:
         @staticmethod
         @hookimpl
         def register_routes(register):
@@ -225,7 +232,7 @@ def test_route_clash_fails_the_later_plugin(make_runtime):
 async def test_lifecycle_hooks_are_awaited_and_failures_isolated(make_runtime):
     events: list[str] = []
 
-    class good:  # noqa: N801
+    class good:
         @staticmethod
         @hookimpl
         def startup(runtime):
@@ -239,7 +246,7 @@ async def test_lifecycle_hooks_are_awaited_and_failures_isolated(make_runtime):
         async def shutdown(runtime):
             events.append("good stopped")
 
-    class bad:  # noqa: N801
+    class bad:
         @staticmethod
         @hookimpl
         async def startup(runtime):
@@ -258,7 +265,7 @@ async def test_lifecycle_hooks_are_awaited_and_failures_isolated(make_runtime):
 
 
 def test_registration_hook_returning_coroutine_fails_the_plugin(make_runtime):
-    class sneaky:  # noqa: N801
+    class sneaky:
         @staticmethod
         @hookimpl
         def configure_converter(converter):
@@ -290,7 +297,11 @@ def test_cli_lists_broken_plugin_in_a_real_process(broken_site, tmp_path):
     env.pop("FANGWIRE_STRICT_PLUGINS", None)
     result = subprocess.run(
         [sys.executable, "-m", "fangwire.cli", "plugins", "--json"],
-        env=env, capture_output=True, text=True, timeout=60, check=True,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
     )
     plugins = {p["name"]: p for p in json.loads(result.stdout)["plugins"]}
     assert plugins["broken_import"]["status"] == "failed"
@@ -307,18 +318,21 @@ HOOKSPEC_NAMES = sorted(
 
 
 def test_hookspec_list_is_the_documented_one():
-    assert HOOKSPEC_NAMES == sorted(
-        [
-            "register_channels",
-            "register_transports",
-            "register_auth_providers",
-            "register_budget_policies",
-            "register_audit_sinks",
-            "register_routes",
-            "configure_converter",
-            "startup",
-            "shutdown",
-        ]
+    assert (
+        sorted(
+            [
+                "register_channels",
+                "register_transports",
+                "register_auth_providers",
+                "register_budget_policies",
+                "register_audit_sinks",
+                "register_routes",
+                "configure_converter",
+                "startup",
+                "shutdown",
+            ]
+        )
+        == HOOKSPEC_NAMES
     )
 
 

@@ -25,7 +25,8 @@ from fangwire.runtime import Runtime
 
 def _too_large(limit: int) -> ApiError:
     return ApiError(
-        413, f"request body is larger than this route accepts ({limit} bytes)",
+        413,
+        f"request body is larger than this route accepts ({limit} bytes)",
         code="payload_too_large",
     )
 
@@ -72,14 +73,16 @@ def _body_limit(spec: RouteSpec, runtime: Runtime) -> int:
 
 
 async def _api_error(request: Request, exc: Exception) -> Response:
-    assert isinstance(exc, ApiError)
+    if not isinstance(exc, ApiError):  # pragma: no cover - Starlette routes by type
+        raise exc
     return error_response(
         exc.status, exc.code, exc.message, request_id_of(request.scope), exc.headers
     )
 
 
 async def _http_error(request: Request, exc: Exception) -> Response:
-    assert isinstance(exc, HTTPException)
+    if not isinstance(exc, HTTPException):  # pragma: no cover - Starlette routes by type
+        raise exc
     message = {
         404: f"no route for {request.url.path}",
         405: f"method {request.method} is not allowed on {request.url.path}",

@@ -95,15 +95,16 @@ def _serve(host: str | None, port: int | None) -> int:
     import uvicorn
 
     from fangwire.app import create_app
-    from fangwire.configfile import ConfigFile
     from fangwire.config import make_converter
+    from fangwire.configfile import ConfigFile
     from fangwire.logs import configure_logging
     from fangwire.runtime import Runtime
 
     home = ensure_home(resolve_home())
     if ConfigFile(home / CONFIG_FILE_NAME, make_converter()).ensure_exists():
-        print(f"fangwire: wrote default configuration to {home / CONFIG_FILE_NAME}",
-              file=sys.stderr)
+        print(
+            f"fangwire: wrote default configuration to {home / CONFIG_FILE_NAME}", file=sys.stderr
+        )
     runtime = Runtime.build(home)
     config_host, config_port = parse_listen(runtime.config.api_listen)
     host = host or config_host

@@ -180,7 +180,7 @@ def make_converter() -> cattrs.Converter:
 
     converter.register_structure_hook_factory(attrs.has, attrs_factory)
     converter.register_structure_hook_factory(
-        lambda tp: typing.get_origin(tp) is Literal, literal_factory
+        lambda tp: typing.cast(Any, typing.get_origin(tp)) is Literal, literal_factory
     )
     converter.register_structure_hook(str, structure_strict(str, "a string"))
     converter.register_structure_hook(int, structure_strict(int, "an integer"))

@@ -53,7 +53,7 @@ def atomic_write_text(path: Path, text: str, *, mode: int = 0o600) -> None:
         os.close(dir_fd)
 
 
-class _suppress_os_error:  # noqa: N801 - used like contextlib.suppress
+class _suppress_os_error:
     def __enter__(self) -> None:
         return None
 

@@ -104,7 +104,6 @@ class GcraLimiter:
                 period=self.period,
             )
 
-
     def reset(self, key: str) -> None:
         with self._lock:
             self._tat.pop(key, None)

@@ -141,9 +141,9 @@ class Runtime:
             store=store if store is not None else open_store(home),
             redactor=redactor,
             environ=env,
-            log_hub=log_hub if log_hub is not None else LogHub(
-                redactor, max_subscribers=config.http.max_log_streams
-            ),
+            log_hub=log_hub
+            if log_hub is not None
+            else LogHub(redactor, max_subscribers=config.http.max_log_streams),
         )
 
     def _build_registry(self) -> None:

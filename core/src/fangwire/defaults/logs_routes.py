@@ -106,8 +106,11 @@ def register_routes(register: Callable[[RouteSpec], None]) -> None:
                     {"type": "string", "enum": ["debug", "info", "warning", "error", "critical"]},
                     "lowest level to send (default info)",
                 ),
-                QueryParam("filter", {"type": "string", "maxLength": MAX_FILTER_LENGTH},
-                           "only records containing this text"),
+                QueryParam(
+                    "filter",
+                    {"type": "string", "maxLength": MAX_FILTER_LENGTH},
+                    "only records containing this text",
+                ),
             ),
         )
     )

@@ -26,7 +26,7 @@ _INBOUND_ID = re.compile(r"^[A-Za-z0-9._-]{8,64}$")
 def _choose_request_id(scope: Scope) -> str:
     for name, value in scope.get("headers", ()):
         if name == b"x-request-id":
-            text = value.decode("latin-1")
+            text = bytes(value).decode("latin-1")
             if _INBOUND_ID.match(text):
                 return text
             break
@@ -71,9 +71,7 @@ class EnvelopeMiddleware:
             log.exception("unhandled error serving %s %s", scope.get("method"), scope.get("path"))
             if started:
                 raise
-            response = error_response(
-                500, "internal_error", "internal server error", request_id
-            )
+            response = error_response(500, "internal_error", "internal server error", request_id)
             await response(scope, receive, send_with_headers)
         finally:
             request_id_var.reset(token)

@@ -108,7 +108,9 @@ def _operation(
         }
     ok: dict[str, Any] = {"description": "Success"}
     if spec.response_model is not None:
-        ok["content"] = {spec.response_media_type: {"schema": builder.schema_for(spec.response_model)}}
+        ok["content"] = {
+            spec.response_media_type: {"schema": builder.schema_for(spec.response_model)}
+        }
     responses: dict[str, Any] = {"200": ok}
     documented = dict(_ERROR_STATUSES)
     if not spec.public:

@@ -35,6 +35,12 @@ class QueryParam:
     required: bool = False
 
 
+def _default_role(methods: Sequence[str]) -> Role:
+    if all(m in ("GET", "HEAD") for m in methods):
+        return DEFAULT_READ_ROLE
+    return DEFAULT_WRITE_ROLE
+
+
 @attrs.frozen
 class RouteSpec:
     """One HTTP route.
@@ -54,7 +60,9 @@ class RouteSpec:
     description: str = ""
     tags: tuple[str, ...] = ()
     api: bool = True
-    role: Role | None = attrs.field(default=attrs.NOTHING)
+    role: Role | None = attrs.field(
+        default=attrs.Factory(lambda self: _default_role(self.methods), takes_self=True)
+    )
     cost: int = 5
     body: BodyKind = "default"
     request_model: type[Any] | Mapping[str, Any] | None = None
@@ -62,12 +70,6 @@ class RouteSpec:
     response_media_type: str = "application/json"
     responses: Mapping[int, str] = attrs.field(factory=dict)
     query: Sequence[QueryParam] = ()
-
-    @role.default
-    def _default_role(self) -> Role | None:
-        if all(m in ("GET", "HEAD") for m in self.methods):
-            return DEFAULT_READ_ROLE
-        return DEFAULT_WRITE_ROLE
 
     @property
     def public(self) -> bool:

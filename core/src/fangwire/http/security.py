@@ -105,7 +105,9 @@ class Gatekeeper:
             decision = self.requests.check(client, spec.cost)
             if not decision.allowed:
                 raise ApiError(
-                    429, "rate limit exceeded; slow down", code="rate_limited",
+                    429,
+                    "rate limit exceeded; slow down",
+                    code="rate_limited",
                     headers=decision.headers(),
                 )
         if spec.role is None:
@@ -114,7 +116,10 @@ class Gatekeeper:
         if not principal.allows(spec.role):
             log.warning(
                 "permission denied: %s (%s) needs %s for %s",
-                principal.subject, principal.role.label, spec.role.label, connection.url.path,
+                principal.subject,
+                principal.role.label,
+                spec.role.label,
+                connection.url.path,
             )
             raise ApiError(
                 403,

@@ -92,9 +92,11 @@ async def serve_client(
     """An HTTP client for ``runtime``'s app, lifespan entered, requests from ``client``."""
     app = create_app(runtime)
     transport = httpx.ASGITransport(app=app, client=client)
-    async with app.router.lifespan_context(app):
-        async with httpx.AsyncClient(transport=transport, base_url=BASE_URL) as http:
-            yield http
+    async with (
+        app.router.lifespan_context(app),
+        httpx.AsyncClient(transport=transport, base_url=BASE_URL) as http,
+    ):
+        yield http
 
 
 @pytest.fixture

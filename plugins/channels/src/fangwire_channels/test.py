@@ -35,9 +35,7 @@ class TestChannel(ChannelAdapter):
     category = "development"
     icon = "flask"
     capabilities = frozenset({"send", "receive", "threads"})
-    config_fields = (
-        ConfigField("agent", help="agent that answers messages on this channel"),
-    )
+    config_fields = (ConfigField("agent", help="agent that answers messages on this channel"),)
     max_message_length = 4096
     length_unit = LengthUnit.CHARACTERS
 

@@ -58,7 +58,8 @@ class StdioConnection:
 
     def __init__(self, process: anyio.abc.Process) -> None:
         self.process = process
-        assert process.stdout is not None and process.stdin is not None
+        if process.stdout is None or process.stdin is None:
+            raise StdioError("the process was started without pipes")
         self._stdout = BufferedByteReceiveStream(process.stdout)
         self._stdin = process.stdin
 
@@ -105,7 +106,8 @@ class StdioConnection:
 
 
 async def _pump_stderr(process: anyio.abc.Process, name: str, scrub: Any) -> None:
-    assert process.stderr is not None
+    if process.stderr is None:
+        return
     buffered = BufferedByteReceiveStream(process.stderr)
     while True:
         try:
