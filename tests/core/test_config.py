@@ -59,6 +59,8 @@ def test_librefang_top_level_keys_carry_over():
         ("api_key = 5", "api_key: expected a string, got 5"),
         ("[secrets]\nbackend = 'vault'", "secrets.backend: expected one of"),
         ("x = ", "config.toml: not valid TOML"),
+        ("api_key_hash = '$argon2id$v=19$abc'", "api_key_hash: must look like '$sha256$"),
+        ("api_key_hash = '$sha256$abc'", "api_key_hash: must look like"),
     ],
 )
 def test_errors_name_the_key_path_and_problem(text, message):

@@ -11,6 +11,7 @@ validated by their owners.
 from __future__ import annotations
 
 import ipaddress
+import re
 import tomllib
 import typing
 from collections.abc import Mapping
@@ -88,6 +89,16 @@ class SecretsConfig:
     backend: Literal["auto", "system", "file", "memory"] = "auto"
 
 
+_SHA256_HASH = re.compile(r"^\$sha256\$[0-9a-fA-F]{64}$")
+
+
+def _check_key_hash(_: object, attribute: attrs.Attribute[str], value: str) -> None:
+    if value and not _SHA256_HASH.match(value.strip()):
+        raise FieldValueError(
+            attribute.name, "must look like '$sha256$<64 hex digits>' (fangwire accepts SHA-256)"
+        )
+
+
 def _check_listen(_: object, attribute: attrs.Attribute[str], value: str) -> None:
     try:
         parse_listen(value)
@@ -103,7 +114,7 @@ class Config:
     #: Master API key (or several, one per line). Kept out of ``repr``.
     api_key: str = attrs.field(default="", repr=False)
     #: ``$sha256$<hex>`` of the master API key, instead of ``api_key``.
-    api_key_hash: str = attrs.field(default="", repr=False)
+    api_key_hash: str = attrs.field(default="", repr=False, validator=_check_key_hash)
     http: HttpConfig = attrs.field(factory=HttpConfig)
     rate_limit: RateLimitConfig = attrs.field(factory=RateLimitConfig)
     logging: LoggingConfig = attrs.field(factory=LoggingConfig)

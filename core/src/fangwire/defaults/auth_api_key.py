@@ -42,7 +42,19 @@ class ApiKeyProvider(AuthProvider):
     display_name = "API key"
     order = 10
 
-    def _digests(self) -> list[bytes]:
+    _cache: tuple[object, tuple[bytes, ...]] | None = None
+
+    def _digests(self) -> tuple[bytes, ...]:
+        """SHA-256 digests of every accepted key, recomputed only when the config changes."""
+        config = self.runtime.config
+        cached = self._cache
+        if cached is not None and cached[0] is config:
+            return cached[1]
+        digests = self._compute_digests()
+        self._cache = (config, digests)
+        return digests
+
+    def _compute_digests(self) -> tuple[bytes, ...]:
         config = self.runtime.config
         keys = [k.strip() for k in config.api_key.splitlines() if k.strip()]
         keys += [
@@ -52,11 +64,9 @@ class ApiKeyProvider(AuthProvider):
         ]
         digests = [_digest(k) for k in keys]
         configured_hash = config.api_key_hash.strip()
-        if configured_hash:
-            if not configured_hash.startswith(HASH_PREFIX):
-                raise ValueError("api_key_hash must look like '$sha256$<64 hex digits>'")
+        if configured_hash:  # validated when the config was loaded
             digests.append(bytes.fromhex(configured_hash.removeprefix(HASH_PREFIX)))
-        return digests
+        return tuple(digests)
 
     def is_configured(self) -> bool:
         return bool(self._digests())

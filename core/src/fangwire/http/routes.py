@@ -35,6 +35,10 @@ class QueryParam:
     required: bool = False
 
 
+def _default_cost(methods: Sequence[str]) -> int:
+    return 2 if all(m in ("GET", "HEAD") for m in methods) else 5
+
+
 def _default_role(methods: Sequence[str]) -> Role:
     if all(m in ("GET", "HEAD") for m in methods):
         return DEFAULT_READ_ROLE
@@ -47,7 +51,8 @@ class RouteSpec:
 
     ``path`` is relative to ``/api`` when ``api`` is true (it is then served under both
     ``/api`` and ``/api/v1``), otherwise absolute. ``role=None`` makes the route public.
-    ``cost`` is what one call spends from the caller's rate-limit budget. ``body`` picks the
+    ``cost`` is what one call spends from the caller's rate-limit budget (default 2 for reads,
+    5 for writes, out of ``rate_limit.api_requests_per_minute``). ``body`` picks the
     configured body-size limit. ``request_model``/``response_model`` are attrs classes (or
     JSON-schema dicts) used for the OpenAPI document; ``responses`` documents other statuses.
     """
@@ -63,7 +68,9 @@ class RouteSpec:
     role: Role | None = attrs.field(
         default=attrs.Factory(lambda self: _default_role(self.methods), takes_self=True)
     )
-    cost: int = 5
+    cost: int = attrs.field(
+        default=attrs.Factory(lambda self: _default_cost(self.methods), takes_self=True)
+    )
     body: BodyKind = "default"
     request_model: type[Any] | Mapping[str, Any] | None = None
     response_model: type[Any] | Mapping[str, Any] | None = None
