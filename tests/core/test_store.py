@@ -112,7 +112,9 @@ async def test_per_component_versions(store: SQLiteStore) -> None:
 
 @pytest.mark.parametrize("versions", [[1, 3], [2], [1, 1], [1, 2, 4]])
 async def test_non_contiguous_versions_rejected(store: SQLiteStore, versions: list[int]) -> None:
-    migrations = [Migration("gap", v, f"v{v}", f"CREATE TABLE gap_{i} (x)") for i, v in enumerate(versions)]
+    migrations = [
+        Migration("gap", v, f"v{v}", f"CREATE TABLE gap_{i} (x)") for i, v in enumerate(versions)
+    ]
     with pytest.raises(StoreError, match="numbered 1"):
         await store.migrate(migrations)
     assert not any(t.startswith("gap_") for t in await _tables(store))
@@ -426,18 +428,26 @@ async def test_acknowledged_writes_survive_sigkill(tmp_path: Path) -> None:
     acked: set[int] = set()
     started = time.monotonic()
     for iteration in range(3):
+        if iteration and time.monotonic() - started > 3:  # keep the test short on slow hosts
+            break
         cmd = [sys.executable, "-c", CHILD, str(db), str(iteration * 1_000_000)]
-        with subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE) as proc:
+        errors = tmp_path / f"child-{iteration}.err"
+        with (
+            errors.open("wb") as err,
+            subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=err) as proc,
+        ):
             assert proc.stdout is not None
-            assert proc.stdout.readline() == b"ready\n", proc.stderr
+            ready = proc.stdout.readline()
+            assert ready == b"ready\n", errors.read_text()
             first = proc.stdout.readline()  # at least one acknowledged write per run
             await anyio.sleep(random.uniform(0.0, 0.25))
             proc.kill()
-            out, _ = proc.communicate(timeout=10)
-        assert proc.returncode == -9
+            out = proc.stdout.read()  # through the same buffered reader, up to EOF
+            proc.wait(timeout=10)
+        assert proc.returncode == -9, errors.read_text()
         lines = (first + out).split(b"\n")[:-1]  # a trailing partial line was not acknowledged
         acked.update(int(line) for line in lines)
     async with SQLiteStore(db) as s:
         present = {r["id"] for r in await s.fetch_all("SELECT id FROM t")}
+    assert acked
     assert acked <= present
-    assert time.monotonic() - started < 5

@@ -25,13 +25,13 @@ from fangwire.auth import AuthProvider
 from fangwire.budget import BudgetPolicy
 from fangwire.bus import Bus
 from fangwire.channels import ChannelAdapter
-from fangwire.config import Config, make_converter
+from fangwire.config import Config, ConfigError, make_converter
 from fangwire.configfile import ConfigFile
 from fangwire.home import CONFIG_FILE_NAME, ensure_home, resolve_home
 from fangwire.logs import LogHub
 from fangwire.plugins import PluginManager, create_plugin_manager
 from fangwire.redaction import Redactor
-from fangwire.secrets import ChosenBackend, SecretStore, choose_backend
+from fangwire.secrets import ChosenBackend, SecretStore, SecretStoreError, choose_backend
 from fangwire.store import Store, open_store
 from fangwire.store.core_migrations import CORE_MIGRATIONS
 from fangwire.transports import Transport
@@ -121,7 +121,10 @@ class Runtime:
         pm.hooks.configure_converter(converter)
         redactor = Redactor()
         if keyring_backend is None:
-            chosen = choose_backend(home, env, config.secrets.backend)
+            try:
+                chosen = choose_backend(home, env, config.secrets.backend)
+            except (ValueError, SecretStoreError) as exc:
+                raise ConfigError(f"secrets: {exc}") from exc
         else:
             chosen = ChosenBackend(
                 backend=keyring_backend, kind="memory", description="supplied backend"

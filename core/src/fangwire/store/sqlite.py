@@ -93,12 +93,8 @@ def _dict_row(cursor: sqlite3.Cursor, row: tuple[Any, ...]) -> dict[str, Any]:
     return {col[0]: value for col, value in zip(cursor.description, row, strict=True)}
 
 
-def _current_schedule() -> _Schedule:
-    """Return a thread-safe, non-blocking way to run a callback in the current event loop."""
-    try:
-        return asyncio.get_running_loop().call_soon_threadsafe
-    except RuntimeError:
-        pass
+def _trio_schedule() -> _Schedule:
+    """Return trio's thread-safe, non-blocking "run soon" for the current trio run."""
     trio = sys.modules.get("trio")
     if trio is not None:
         try:
@@ -152,22 +148,37 @@ class _Scrubber:
 
 
 class _Job:
-    """One unit of work for the writer thread and its hand-over back to the waiting task."""
+    """One unit of work for the writer thread and its hand-over back to the waiting task.
 
-    __slots__ = ("cancelled", "done", "error", "fn", "isolated", "result", "schedule")
+    On asyncio the waiting task awaits a plain future (cheapest); on trio an anyio Event.
+    The writer thread never touches either: it asks the task's loop to run :func:`_deliver`.
+    """
+
+    __slots__ = ("cancelled", "error", "fn", "isolated", "result", "schedule", "waiter")
 
     def __init__(self, fn: Callable[[Connection], object], *, isolated: bool = False) -> None:
         self.fn = fn
         self.isolated = isolated  # run alone in its own transaction (migrations)
-        self.schedule = _current_schedule()
-        self.done = anyio.Event()
         self.result: object = None
         self.error: BaseException | None = None
         self.cancelled = False  # the waiting task gave up; skip the job if not started yet
+        self.waiter: asyncio.Future[None] | anyio.Event
+        self.schedule: _Schedule
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            self.schedule = _trio_schedule()
+            self.waiter = anyio.Event()
+        else:
+            self.schedule = loop.call_soon_threadsafe
+            self.waiter = loop.create_future()
 
     async def wait(self) -> object:
         try:
-            await self.done.wait()
+            if isinstance(self.waiter, asyncio.Future):
+                await self.waiter
+            else:
+                await self.waiter.wait()
         except BaseException:
             self.cancelled = True
             raise
@@ -176,11 +187,19 @@ class _Job:
             raise error
         return self.result
 
+    def wake(self) -> None:
+        """Runs in the waiting task's event loop."""
+        if isinstance(self.waiter, asyncio.Future):
+            if not self.waiter.done():  # a cancelled waiter's future is already done
+                self.waiter.set_result(None)
+        else:
+            self.waiter.set()
+
 
 def _deliver(jobs: list[_Job]) -> None:
     """Runs in the event loop: wake the tasks waiting for these jobs."""
     for job in jobs:
-        job.done.set()
+        job.wake()
 
 
 class _TransactionLost(Exception):
