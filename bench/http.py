@@ -67,6 +67,8 @@ class RunResult:
     p99_ms: float
     requests: int
     errors: int  # non-2xx responses plus socket/transport errors
+    #: httpx only: CPU the busiest load generator process used, in cores (1.0 = saturated).
+    gen_cpu: float | None = None
 
 
 @dataclass(frozen=True)
@@ -307,8 +309,13 @@ def run_httpx(
     elapsed = max(r["elapsed"] for r in results)
     requests = sum(r["requests"] for r in results)
     errors = sum(r["errors"] for r in results)
+    gen_cpu = max(r["cpu_seconds"] / r["elapsed"] for r in results if r["elapsed"])
     return RunResult(
-        requests / elapsed if elapsed else 0.0, _percentile(latencies, 99), requests, errors
+        requests / elapsed if elapsed else 0.0,
+        _percentile(latencies, 99),
+        requests,
+        errors,
+        gen_cpu,
     )
 
 
@@ -370,6 +377,7 @@ async def _load(
 ) -> dict[str, Any]:
     import asyncio
     import importlib.util
+    import resource
 
     if importlib.util.find_spec("sniffio") is None:
         # httpcore tries ``import sniffio`` on every request; when it is not installed that is
@@ -390,6 +398,8 @@ async def _load(
     ]
     start = time.perf_counter()
     deadline = start + duration
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    cpu_start = usage.ru_utime + usage.ru_stime
 
     async def worker(client: httpx.AsyncClient) -> None:
         async with client:
@@ -408,7 +418,9 @@ async def _load(
 
     await asyncio.gather(*(worker(client) for client in clients))
     elapsed = time.perf_counter() - start
-    return {"elapsed": elapsed, **counts, "latencies_ms": latencies}
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    cpu_seconds = usage.ru_utime + usage.ru_stime - cpu_start
+    return {"elapsed": elapsed, "cpu_seconds": cpu_seconds, **counts, "latencies_ms": latencies}
 
 
 # -- the benchmark -------------------------------------------------------------------------
@@ -463,19 +475,27 @@ def _measure(
     rounds = [runner(url, headers, args.duration, args) for _ in range(args.rounds)]
     if target.proc.poll() is not None:
         raise RuntimeError(f"{target.name} died under load:\n{_tail(target.log)}")
+    gen_cpus = [r.gen_cpu for r in rounds if r.gen_cpu is not None]
     return RunResult(
         statistics.median(r.rps for r in rounds),
         statistics.median(r.p99_ms for r in rounds),
         sum(r.requests for r in rounds),
         sum(r.errors for r in rounds),
+        max(gen_cpus) if gen_cpus else None,
     )
 
 
+#: Above this CPU use (cores) the httpx generator, not the server, probably sets the pace.
+GENERATOR_SATURATED = 0.8
+
+
 def _report(results: dict[tuple[str, str], RunResult]) -> None:
+    gen = any(r.gen_cpu is not None for r in results.values())
     print()
     header = (
         f"{'endpoint':<13} {'target':<9} {'req/s':>10} {'p99 ms':>9} {'requests':>9} {'errors':>7}"
     )
+    header += f" {'gen cpu':>7}" if gen else ""
     print(header)
     print("-" * len(header))
     ratios: dict[str, float] = {}
@@ -483,11 +503,18 @@ def _report(results: dict[tuple[str, str], RunResult]) -> None:
         for name in ("fangwire", "bare"):
             r = results[(path, name)]
             cells = f"{r.rps:>10.1f} {r.p99_ms:>9.2f} {r.requests:>9} {r.errors:>7}"
+            cells += f" {r.gen_cpu:>7.2f}" if r.gen_cpu is not None else ""
             print(f"{path:<13} {name:<9} {cells}")
         bare = results[(path, "bare")].rps
         ratios[path] = results[(path, "fangwire")].rps / bare if bare else 0.0
         print(f"{path:<13} {'ratio':<9} {ratios[path]:>10.2f}   (fangwire/bare req/s)")
         print()
+    busy = [r.gen_cpu for r in results.values() if (r.gen_cpu or 0.0) >= GENERATOR_SATURATED]
+    if busy:
+        print(
+            f"warning: the httpx load generator used up to {max(busy):.2f} CPU: it is likely the "
+            "bottleneck, which pulls every ratio towards 1; prefer --tool wrk"
+        )
     failing = {p: r for p, r in ratios.items() if r < TARGET_RATIO}
     errors = sum(r.errors for r in results.values())
     note = f"; {errors} error/non-2xx responses, check the figures" if errors else ""

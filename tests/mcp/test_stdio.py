@@ -186,10 +186,6 @@ async def test_oversized_line_is_refused(
     assert_stdio_error(result, "over 1000 bytes")
 
 
-@pytest.mark.xfail(
-    raises=AssertionError,
-    reason="bug: receive() checks MAX_MESSAGE_BYTES only while the newline is not yet buffered",
-)
 @pytest.mark.anyio
 async def test_oversized_line_arriving_in_one_read_is_refused(
     transport: StdioTransport, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
@@ -377,10 +373,6 @@ async def test_transport_stop_terminates_open_connections(
     assert transport.open_connections == 0
 
 
-@pytest.mark.xfail(
-    raises=AssertionError,
-    reason="bug: receive() after terminate() leaks anyio.ClosedResourceError, not StdioError",
-)
 @pytest.mark.anyio
 @pytest.mark.usefixtures("fast_grace")
 async def test_receive_after_stop_raises_stdio_error(
@@ -394,10 +386,6 @@ async def test_receive_after_stop_raises_stdio_error(
     assert_stdio_error(result, "closed")
 
 
-@pytest.mark.xfail(
-    raises=BaseExceptionGroup,
-    reason="bug: connect() yields inside a task group, so errors leave it wrapped in a group",
-)
 @pytest.mark.anyio
 async def test_stdio_error_propagates_unwrapped_from_connect(
     transport: StdioTransport, tmp_path: Path
@@ -408,10 +396,6 @@ async def test_stdio_error_propagates_unwrapped_from_connect(
             await conn.receive()
 
 
-@pytest.mark.xfail(
-    raises=AssertionError,
-    reason="bug: terminate() is not shielded, so a cancelled connect() leaves the process running",
-)
 @pytest.mark.anyio
 @pytest.mark.usefixtures("fast_grace")
 async def test_cancelled_connection_still_kills_the_process(

@@ -77,8 +77,17 @@ class StdioConnection:
             line = await self._stdout.receive_until(b"\n", MAX_MESSAGE_BYTES)
         except anyio.DelimiterNotFound:
             raise StdioError(f"server wrote a line over {MAX_MESSAGE_BYTES} bytes") from None
-        except (anyio.EndOfStream, anyio.IncompleteRead):
+        except (
+            anyio.EndOfStream,
+            anyio.IncompleteRead,
+            anyio.ClosedResourceError,
+            anyio.BrokenResourceError,
+        ):
             raise StdioError("server closed its output") from None
+        # receive_until only bounds the search while no newline is buffered; a long line that
+        # arrived in one read still has to be refused.
+        if len(line) > MAX_MESSAGE_BYTES:
+            raise StdioError(f"server wrote a line over {MAX_MESSAGE_BYTES} bytes")
         try:
             value = json.loads(line)
         except (ValueError, RecursionError) as exc:
@@ -88,20 +97,23 @@ class StdioConnection:
         return value
 
     async def terminate(self) -> None:
-        """Close stdin, then SIGTERM and finally SIGKILL the whole process group."""
-        with suppress(anyio.BrokenResourceError, anyio.ClosedResourceError):
-            await self._stdin.aclose()
-        for sig in (None, signal.SIGTERM, signal.SIGKILL):
-            if sig is not None:
-                with suppress(ProcessLookupError, PermissionError):
-                    os.killpg(self.process.pid, sig)
-            with anyio.move_on_after(GRACE_SECONDS):
-                await self.process.wait()
-                break
-        # Grandchildren may outlive the leader; the group is ours alone, so clear it.
-        with suppress(ProcessLookupError, PermissionError):
-            os.killpg(self.process.pid, signal.SIGKILL)
+        """Close stdin, then SIGTERM and finally SIGKILL the whole process group.
+
+        Shielded from cancellation: a cancelled caller must never leave the process running.
+        """
         with anyio.CancelScope(shield=True):
+            with suppress(anyio.BrokenResourceError, anyio.ClosedResourceError):
+                await self._stdin.aclose()
+            for sig in (None, signal.SIGTERM, signal.SIGKILL):
+                if sig is not None:
+                    with suppress(ProcessLookupError, PermissionError):
+                        os.killpg(self.process.pid, sig)
+                with anyio.move_on_after(GRACE_SECONDS):
+                    await self.process.wait()
+                    break
+            # Grandchildren may outlive the leader; the group is ours alone, so clear it.
+            with suppress(ProcessLookupError, PermissionError):
+                os.killpg(self.process.pid, signal.SIGKILL)
             await self.process.aclose()
 
 
@@ -163,6 +175,12 @@ class StdioTransport(Transport):
                 finally:
                     await connection.terminate()
                     tg.cancel_scope.cancel()
+        except BaseExceptionGroup as group:
+            # The task group wraps errors raised by the caller's block; hand back the error
+            # itself so ``except StdioError`` around ``connect()`` works.
+            if len(group.exceptions) == 1:
+                raise group.exceptions[0] from None
+            raise
         finally:
             self._open.discard(connection)
 
