@@ -106,19 +106,16 @@ def _process_group(
     cmd: Sequence[str], *, env: dict[str, str] | None = None, log: Path | None = None
 ) -> Iterator[subprocess.Popen[bytes]]:
     """Start ``cmd`` in a new session (its own process group); always stop the group on exit."""
-    out = log.open("wb") if log is not None else subprocess.DEVNULL
-    try:
+    with contextlib.ExitStack() as files:  # the child keeps its own copy of the log's fd
+        out = files.enter_context(log.open("wb")) if log is not None else subprocess.DEVNULL
         proc = subprocess.Popen(
             list(cmd),
             env=env,
             stdin=subprocess.DEVNULL,
             stdout=out,
-            stderr=subprocess.STDOUT if log is not None else subprocess.DEVNULL,
+            stderr=subprocess.STDOUT,
             start_new_session=True,
         )
-    finally:
-        if log is not None:
-            out.close()  # type: ignore[union-attr]
     try:
         yield proc
     finally:
@@ -509,7 +506,8 @@ def _report(results: dict[tuple[str, str], RunResult]) -> None:
         ratios[path] = results[(path, "fangwire")].rps / bare if bare else 0.0
         print(f"{path:<13} {'ratio':<9} {ratios[path]:>10.2f}   (fangwire/bare req/s)")
         print()
-    busy = [r.gen_cpu for r in results.values() if (r.gen_cpu or 0.0) >= GENERATOR_SATURATED]
+    gen_cpus = [r.gen_cpu for r in results.values() if r.gen_cpu is not None]
+    busy = [cpu for cpu in gen_cpus if cpu >= GENERATOR_SATURATED]
     if busy:
         print(
             f"warning: the httpx load generator used up to {max(busy):.2f} CPU: it is likely the "

@@ -6,17 +6,16 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from starlette.applications import Starlette
-from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import Route
-from starlette.types import Message
+from starlette.routing import Route, Router
+from starlette.types import ASGIApp, Message
 
-from fangwire.http.browser import BrowserGuardMiddleware
-from fangwire.http.context import request_id_of
-from fangwire.http.errors import ApiError, code_for_status, error_response
+from fangwire.http.dispatch import Dispatcher
+from fangwire.http.errors import ApiError
+from fangwire.http.facts import facts_of
 from fangwire.http.middleware import EnvelopeMiddleware
 from fangwire.http.routes import Endpoint, RouteSpec
 from fangwire.http.security import Gatekeeper
@@ -33,7 +32,10 @@ def _too_large(limit: int) -> ApiError:
 
 def _limit_body(request: Request, limit: int) -> Request:
     """The request with its body capped at ``limit`` bytes (413 beyond it)."""
-    declared = request.headers.get("content-length")
+    facts = facts_of(request.scope)
+    if not facts.may_have_body:
+        return request
+    declared = facts.content_length
     if declared is not None and declared.isdigit() and int(declared) > limit:
         raise _too_large(limit)
     received = 0
@@ -72,29 +74,21 @@ def _body_limit(spec: RouteSpec, runtime: Runtime) -> int:
     }[spec.body]
 
 
-async def _api_error(request: Request, exc: Exception) -> Response:
-    if not isinstance(exc, ApiError):  # pragma: no cover - Starlette routes by type
-        raise exc
-    return error_response(
-        exc.status, exc.code, exc.message, request_id_of(request.scope), exc.headers
-    )
+class FangwireApp(Starlette):
+    """Starlette with fangwire's lean request path.
 
+    HTTP requests cross only the user middleware (the envelope, and CORS when configured)
+    and the :class:`Dispatcher`; Starlette's own error and exception middleware are not
+    needed because the envelope middleware and the dispatcher render every error.
+    """
 
-async def _http_error(request: Request, exc: Exception) -> Response:
-    if not isinstance(exc, HTTPException):  # pragma: no cover - Starlette routes by type
-        raise exc
-    message = {
-        404: f"no route for {request.url.path}",
-        405: f"method {request.method} is not allowed on {request.url.path}",
-        413: "request body is larger than this route accepts",
-    }.get(exc.status_code, str(exc.detail))
-    return error_response(
-        exc.status_code,
-        code_for_status(exc.status_code),
-        message,
-        request_id_of(request.scope),
-        exc.headers,
-    )
+    dispatcher: Dispatcher
+
+    def build_middleware_stack(self) -> ASGIApp:
+        app: ASGIApp = self.dispatcher
+        for cls, args, kwargs in reversed(self.user_middleware):
+            app = cls(app, *args, **kwargs)
+        return app
 
 
 def create_app(runtime: Runtime) -> Starlette:
@@ -110,10 +104,7 @@ def create_app(runtime: Runtime) -> Starlette:
         for _, spec in runtime.routes
         for path in spec.mount_paths()
     ]
-    middleware = [
-        Middleware(EnvelopeMiddleware),
-        Middleware(BrowserGuardMiddleware, runtime=runtime, gatekeeper=gatekeeper),
-    ]
+    middleware = [Middleware(EnvelopeMiddleware, runtime=runtime, gatekeeper=gatekeeper)]
     if runtime.config.http.cors_origins:
         middleware.append(
             Middleware(
@@ -130,12 +121,10 @@ def create_app(runtime: Runtime) -> Starlette:
         async with runtime.serving():
             yield
 
-    app = Starlette(
-        routes=routes,
-        middleware=middleware,
-        exception_handlers={ApiError: _api_error, HTTPException: _http_error},
-        lifespan=lifespan,
-    )
+    router = Router(routes=list(routes), lifespan=lifespan, redirect_slashes=False)
+    app = FangwireApp(middleware=middleware, lifespan=lifespan)
+    app.router = router
+    app.dispatcher = Dispatcher(routes, router)
     app.state.runtime = runtime
     app.state.gatekeeper = gatekeeper
     return app

@@ -9,7 +9,7 @@
 from __future__ import annotations
 
 import argparse
-import json
+import logging
 import sys
 from collections.abc import Sequence
 
@@ -69,10 +69,10 @@ def _plugins(*, as_json: bool) -> int:
     from fangwire.secrets import MemoryKeyring
 
     runtime = Runtime.build(keyring_backend=MemoryKeyring())
-    records = sorted(runtime.pm.records.values(), key=lambda r: (r.group, r.name))
     if as_json:
-        print(json.dumps({"plugins": [r.to_json() for r in records], "total": len(records)}))
+        print(runtime.pm.listing_json().decode("utf-8"))
         return 0
+    records = sorted(runtime.pm.records.values(), key=lambda r: (r.group, r.name))
     header = ("NAME", "GROUP", "DISTRIBUTION", "VERSION", "STATUS", "HOOKS / ERROR")
     rows = [
         (
@@ -97,7 +97,7 @@ def _serve(host: str | None, port: int | None) -> int:
     from fangwire.app import create_app
     from fangwire.config import make_converter
     from fangwire.configfile import ConfigFile
-    from fangwire.logs import configure_logging
+    from fangwire.logs import configure_logging, level_number
     from fangwire.runtime import Runtime
 
     home = ensure_home(resolve_home())
@@ -132,6 +132,9 @@ def _serve(host: str | None, port: int | None) -> int:
                 timeout_keep_alive=5,
                 proxy_headers=False,
                 lifespan="on",
+                # uvicorn formats the access line's arguments before the level check; skip it
+                # entirely when the configured level would drop the line anyway.
+                access_log=level_number(runtime.config.logging.level) <= logging.INFO,
             )
         )
         server.run()

@@ -10,6 +10,7 @@ validated by their owners.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import re
 import tomllib
@@ -145,6 +146,7 @@ def parse_listen(value: str) -> tuple[str, int]:
     return host, port
 
 
+@functools.lru_cache(maxsize=1024)
 def is_loopback_host(host: str) -> bool:
     """True for ``localhost`` and loopback IP addresses."""
     if host == "localhost":

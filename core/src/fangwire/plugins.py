@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import functools
 import importlib
+import json
 import os
 import traceback
 from collections.abc import Iterable, Mapping
@@ -124,7 +125,21 @@ class PluginManager(pluggy.PluginManager):
         self.add_hookspecs(hookspecs)
         self.strict = strict
         self.records: dict[str, PluginRecord] = {}
+        #: Increases whenever a record is added or changes status (for caching listings).
+        self.revision = 0
+        self._listing: tuple[int, bytes] | None = None
         self.hooks = Hooks(self)
+
+    def listing_json(self) -> bytes:
+        """``{"plugins": [...], "total": n}`` as JSON, re-rendered only after a change."""
+        if self._listing is None or self._listing[0] != self.revision:
+            records = sorted(self.records.values(), key=lambda r: (r.group, r.name))
+            body = json.dumps(
+                {"plugins": [r.to_json() for r in records], "total": len(records)},
+                separators=(",", ":"),
+            ).encode("utf-8")
+            self._listing = (self.revision, body)
+        return self._listing[1]
 
     def record_key(self, plugin: object) -> str | None:
         """The record name of a registered plugin object."""
@@ -149,6 +164,7 @@ class PluginManager(pluggy.PluginManager):
             status="loaded",
         )
         self.records[name] = record
+        self.revision += 1
         try:
             plugin = _import_target(module)
             self.register(plugin, name=name)
@@ -168,6 +184,7 @@ class PluginManager(pluggy.PluginManager):
         self.register(plugin, name=name)
         self.check_pending()
         module = getattr(plugin, "__name__", type(plugin).__qualname__)
+        self.revision += 1
         self.records[name] = PluginRecord(
             name=name,
             group=group,
@@ -185,6 +202,7 @@ class PluginManager(pluggy.PluginManager):
         if self.has_plugin(name):
             self.unregister(name=name)
         record = self.records.get(name)
+        self.revision += 1
         message = "".join(traceback.format_exception_only(type(exc), exc)).strip()
         if record is not None:
             record.status = "failed"
@@ -192,6 +210,7 @@ class PluginManager(pluggy.PluginManager):
 
     def disable(self, info: EntryPointInfo) -> None:
         self.set_blocked(info.name)
+        self.revision += 1
         self.records[info.name] = PluginRecord(
             name=info.name,
             group=info.group,

@@ -106,8 +106,7 @@ async def health_detail(request: Request) -> Response:
 
 
 async def list_plugins(request: Request) -> Response:
-    records = sorted(runtime_of(request).pm.records.values(), key=lambda r: (r.group, r.name))
-    return JSONResponse({"plugins": [r.to_json() for r in records], "total": len(records)})
+    return Response(runtime_of(request).pm.listing_json(), media_type="application/json")
 
 
 async def openapi(request: Request) -> Response:

