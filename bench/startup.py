@@ -15,7 +15,12 @@ import sys
 import tempfile
 import time
 
-import httpx
+# This folder holds bench/http.py, which would shadow the standard library's http package
+# (imported by httpx) when this file runs as a script.
+_HERE = os.path.dirname(os.path.realpath(__file__))
+sys.path[:] = [p for p in sys.path if os.path.realpath(p or ".") != _HERE]
+
+import httpx  # noqa: E402
 
 RUNS = 5
 
