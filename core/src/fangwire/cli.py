@@ -97,6 +97,7 @@ def _serve(host: str | None, port: int | None) -> int:
     from fangwire.app import create_app
     from fangwire.config import make_converter
     from fangwire.configfile import ConfigFile
+    from fangwire.http.server import uvicorn_config
     from fangwire.logs import configure_logging, level_number
     from fangwire.runtime import Runtime
 
@@ -122,16 +123,11 @@ def _serve(host: str | None, port: int | None) -> int:
     )
     try:
         server = uvicorn.Server(
-            uvicorn.Config(
+            uvicorn_config(
                 app,
+                runtime.config.http,
                 host=host,
                 port=port,
-                log_config=None,
-                server_header=False,
-                date_header=False,
-                timeout_keep_alive=5,
-                proxy_headers=False,
-                lifespan="on",
                 # uvicorn formats the access line's arguments before the level check; skip it
                 # entirely when the configured level would drop the line anyway.
                 access_log=level_number(runtime.config.logging.level) <= logging.INFO,

@@ -35,7 +35,7 @@ class FieldValueError(ValueError):
         self.key = key
 
 
-def _positive(_: object, attribute: attrs.Attribute[int], value: int) -> None:
+def _positive(_: object, attribute: attrs.Attribute[Any], value: float) -> None:
     if value <= 0:
         raise FieldValueError(attribute.name, f"must be a positive number, got {value}")
 
@@ -53,6 +53,10 @@ class HttpConfig:
     #: Extra Host header values accepted while the daemon runs without an API key.
     allowed_hosts: tuple[str, ...] = ()
     max_log_streams: int = attrs.field(default=8, validator=_positive)
+    #: A request's headers must arrive within this many seconds of its first byte.
+    header_timeout_seconds: float = attrs.field(default=10.0, validator=_positive)
+    #: A request's body must arrive within this many seconds of its headers.
+    body_timeout_seconds: float = attrs.field(default=60.0, validator=_positive)
 
 
 @attrs.frozen

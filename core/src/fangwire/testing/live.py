@@ -15,6 +15,9 @@ import anyio
 import uvicorn
 from starlette.types import ASGIApp
 
+from fangwire.config import HttpConfig
+from fangwire.http.server import uvicorn_config
+
 STARTUP_TIMEOUT_SECONDS = 10.0
 
 
@@ -25,9 +28,7 @@ async def live_server(app: ASGIApp) -> AsyncIterator[str]:
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
-    server = uvicorn.Server(
-        uvicorn.Config(app, log_config=None, lifespan="on", timeout_graceful_shutdown=2)
-    )
+    server = uvicorn.Server(_config(app))
     # uvicorn installs signal handlers only when it owns the loop; keep it from doing so.
     server.capture_signals = _no_signals  # type: ignore[method-assign]
     try:
@@ -47,6 +48,14 @@ async def live_server(app: ASGIApp) -> AsyncIterator[str]:
         sock.close()
 
 
+def _config(app: ASGIApp) -> uvicorn.Config:
+    """fangwire's own uvicorn settings (request deadlines included), from the app's runtime
+    when it has one."""
+    runtime = getattr(getattr(app, "state", None), "runtime", None)
+    http = runtime.config.http if runtime is not None else HttpConfig()
+    return uvicorn_config(app, http, timeout_graceful_shutdown=2)
+
+
 @contextmanager
 def _no_signals() -> Iterator[None]:
     yield
@@ -62,9 +71,7 @@ def threaded_server(app: ASGIApp) -> Iterator[str]:
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
-    server = uvicorn.Server(
-        uvicorn.Config(app, log_config=None, lifespan="on", timeout_graceful_shutdown=2)
-    )
+    server = uvicorn.Server(_config(app))
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
     try:
