@@ -45,15 +45,6 @@ TARGET_RATIO = 0.8
 ENDPOINTS: tuple[str, ...] = ("/api/health", "/-/plugins")
 #: The endpoints that need ``Authorization: Bearer <key>`` on fangwire.
 AUTHENTICATED: frozenset[str] = frozenset({"/-/plugins"})
-#: uvicorn settings of ``fangwire serve`` (see ``fangwire.cli._serve``).
-UVICORN_SETTINGS: dict[str, Any] = {
-    "log_config": None,
-    "server_header": False,
-    "date_header": False,
-    "timeout_keep_alive": 5,
-    "proxy_headers": False,
-    "lifespan": "on",
-}
 STOP_GRACE_SECONDS = 5.0
 #: Extra time a load run may take beyond its duration before it is killed.
 LOAD_SLACK_SECONDS = 30.0
@@ -224,6 +215,9 @@ def serve_bare(port: int, bodies_file: str) -> None:
     from starlette.responses import Response
     from starlette.routing import Route
 
+    from fangwire.config import HttpConfig
+    from fangwire.http.server import uvicorn_config
+
     bodies: dict[str, str] = json.loads(Path(bodies_file).read_text())
 
     def static(body: bytes) -> Any:
@@ -233,7 +227,10 @@ def serve_bare(port: int, bodies_file: str) -> None:
         return endpoint
 
     app = Starlette(routes=[Route(path, static(body.encode())) for path, body in bodies.items()])
-    uvicorn.Server(uvicorn.Config(app, host=HOST, port=port, **UVICORN_SETTINGS)).run()
+    # The very settings ``fangwire serve`` uses (request deadlines included); the access log
+    # is off as it is for fangwire at the benchmark's "warning" level.
+    config = uvicorn_config(app, HttpConfig(), host=HOST, port=port, access_log=False)
+    uvicorn.Server(config).run()
 
 
 # -- load generators -----------------------------------------------------------------------
