@@ -8,8 +8,6 @@ point leaves either the old file or the new one, never a mix.
 
 from __future__ import annotations
 
-import os
-import tempfile
 import threading
 from collections.abc import Callable, Sequence
 from importlib.resources import files
@@ -21,6 +19,7 @@ import tomlkit
 from tomlkit.items import Table
 
 from fangwire.config import Config, ConfigError, parse_config_text
+from fangwire.fsutil import atomic_write
 from fangwire.home import CONFIG_FILE_NAME
 
 SOURCE_NAME = CONFIG_FILE_NAME
@@ -32,33 +31,8 @@ def default_config_text() -> str:
 
 
 def atomic_write_text(path: Path, text: str, *, mode: int = 0o600) -> None:
-    """Replace ``path`` with ``text`` atomically and durably."""
-    directory = path.parent
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=directory)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fchmod(handle.fileno(), mode)
-            os.fsync(handle.fileno())
-        os.replace(tmp_name, path)
-    except BaseException:
-        with _suppress_os_error():
-            os.unlink(tmp_name)
-        raise
-    dir_fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
-
-
-class _suppress_os_error:
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, exc_type: object, exc: object, tb: object) -> bool:
-        return isinstance(exc, OSError)
+    """Replace ``path`` with ``text`` (UTF-8) atomically and durably."""
+    atomic_write(path, text.encode("utf-8"), mode=mode)
 
 
 class ConfigFile:

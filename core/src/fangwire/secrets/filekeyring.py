@@ -14,11 +14,8 @@ from __future__ import annotations
 
 import base64
 import binascii
-import contextlib
 import json
-import os
 import secrets
-import tempfile
 import threading
 from pathlib import Path
 from typing import Any
@@ -30,6 +27,7 @@ from keyring.backend import KeyringBackend
 from keyring.compat import properties
 from keyring.errors import PasswordDeleteError
 
+from fangwire.fsutil import atomic_write
 from fangwire.secrets.errors import SecretStoreError
 
 __all__ = ["EncryptedFileKeyring"]
@@ -201,31 +199,5 @@ class EncryptedFileKeyring(KeyringBackend):
             "entries": {key: entries[key].to_json() for key in sorted(entries)},
         }
         data = json.dumps(document, indent=2, ensure_ascii=False).encode() + b"\n"
-        directory = self._path.parent
-        directory.mkdir(mode=0o700, parents=True, exist_ok=True)
-        # mkstemp creates the file with O_EXCL and mode 0600 whatever the umask.
-        fd, temp_name = tempfile.mkstemp(
-            prefix=f".{self._path.name}.", suffix=".tmp", dir=directory
-        )
-        try:
-            with os.fdopen(fd, "wb") as temp:
-                temp.write(data)
-                temp.flush()
-                os.fsync(temp.fileno())
-            os.replace(temp_name, self._path)
-        except BaseException:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(temp_name)
-            raise
-        _fsync_directory(directory)
-
-
-def _fsync_directory(directory: Path) -> None:
-    """Make the rename durable; a no-op where directories cannot be opened (Windows)."""
-    if os.name == "nt":  # pragma: no cover
-        return
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+        self._path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        atomic_write(self._path, data, mode=0o600)
