@@ -141,10 +141,6 @@ class PluginManager(pluggy.PluginManager):
             self._listing = (self.revision, body)
         return self._listing[1]
 
-    def record_key(self, plugin: object) -> str | None:
-        """The record name of a registered plugin object."""
-        return self.get_name(plugin)
-
     def load_plugin(
         self,
         *,
@@ -219,10 +215,6 @@ class PluginManager(pluggy.PluginManager):
             version=info.version,
             status="disabled",
         )
-
-    def loaded_plugins(self) -> list[tuple[str, object]]:
-        """``(name, plugin)`` for every registered plugin."""
-        return [(n, p) for n, p in self.list_name_plugin() if p is not None]
 
 
 def _import_target(value: str) -> ModuleType | object:

@@ -14,7 +14,7 @@ import time
 from collections.abc import AsyncIterator, Mapping
 from contextlib import AsyncExitStack, asynccontextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 import cattrs
 import httpx
@@ -297,11 +297,3 @@ class Runtime:
 
     def _forget_http(self) -> None:
         self._http = None
-
-    def describe(self) -> dict[str, Any]:
-        """A summary without secrets or filesystem paths."""
-        return {
-            "version": self.version,
-            "secrets_backend": self.secrets_backend.kind,
-            "plugins": len(self.pm.records),
-        }
