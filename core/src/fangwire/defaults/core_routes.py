@@ -5,6 +5,8 @@ Registered through the same ``register_routes`` hook third-party plugins use.
 
 from __future__ import annotations
 
+import functools
+import json
 from collections.abc import Callable
 from typing import Any, Literal
 
@@ -74,10 +76,15 @@ class PluginList:
     total: int
 
 
+@functools.cache
+def _health_body(version: str) -> bytes:
+    return json.dumps({"status": "ok", "version": version}, separators=(",", ":")).encode()
+
+
 async def health(request: Request) -> Response:
     # Liveness only, and cheap: load balancers call it often. /api/health/detail checks the
     # store and plugins.
-    return JSONResponse({"status": "ok", "version": runtime_of(request).version})
+    return Response(_health_body(runtime_of(request).version), media_type="application/json")
 
 
 async def health_detail(request: Request) -> Response:
