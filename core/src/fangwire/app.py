@@ -16,10 +16,12 @@ from starlette.types import ASGIApp, Message
 from fangwire.http.dispatch import Dispatcher
 from fangwire.http.errors import ApiError
 from fangwire.http.facts import facts_of
+from fangwire.http.headers import SECURITY_HEADERS
 from fangwire.http.middleware import EnvelopeMiddleware
 from fangwire.http.routes import Endpoint, RouteSpec
 from fangwire.http.security import Gatekeeper
 from fangwire.runtime import Runtime
+from fangwire.security.registry import SystemState
 
 
 def _too_large(limit: int) -> ApiError:
@@ -74,6 +76,23 @@ def _body_limit(spec: RouteSpec, runtime: Runtime) -> int:
     }[spec.body]
 
 
+def _headers_probe() -> SystemState:
+    # The envelope middleware is always the outermost layer of this app.
+    return SystemState("active", {"headers": [name.decode() for name, _ in SECURITY_HEADERS]})
+
+
+def _limiter_probe(runtime: Runtime) -> SystemState:
+    limits = runtime.config.rate_limit
+    details = {
+        "requests_per_minute": limits.api_requests_per_minute,
+        "apply_to_loopback": limits.apply_to_loopback,
+        "auth_failures_allowed": limits.auth_failures_allowed,
+    }
+    if not limits.enabled:
+        return SystemState("inactive", {**details, "reason": "rate_limit.enabled is false"})
+    return SystemState("active", details)
+
+
 class FangwireApp(Starlette):
     """Starlette with fangwire's lean request path.
 
@@ -121,6 +140,8 @@ def create_app(runtime: Runtime) -> Starlette:
         async with runtime.serving():
             yield
 
+    runtime.security.register("security_headers", _headers_probe)
+    runtime.security.register("gcra_rate_limiter", lambda: _limiter_probe(runtime))
     router = Router(routes=list(routes), lifespan=lifespan, redirect_slashes=False)
     app = FangwireApp(middleware=middleware, lifespan=lifespan)
     app.router = router

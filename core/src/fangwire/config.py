@@ -66,6 +66,8 @@ class RateLimitConfig:
     api_requests_per_minute: int = attrs.field(default=500, validator=_positive)
     #: Cost units a client may spend back to back; defaults to one minute's worth.
     burst: int | None = None
+    #: Turning this off removes the per-client limit (the failed-credential lockout stays).
+    enabled: bool = True
     #: Also limit loopback callers when an API key is configured.
     apply_to_loopback: bool = True
     auth_failures_allowed: int = attrs.field(default=10, validator=_positive)
@@ -77,6 +79,18 @@ class LoggingConfig:
     """``[logging]``."""
 
     level: Literal["debug", "info", "warning", "error", "critical"] = "info"
+
+
+@attrs.frozen
+class AuditConfig:
+    """``[audit]``: checkpoints of the tamper-evident log, and ``[audit.sinks.<id>]`` tables
+    validated by each audit sink."""
+
+    #: Sign a checkpoint after this many new entries...
+    checkpoint_every: int = attrs.field(default=100, validator=_positive)
+    #: ...or this many seconds after the first entry not yet covered, whichever comes first.
+    checkpoint_interval_seconds: float = attrs.field(default=10.0, validator=_positive)
+    sinks: Mapping[str, Mapping[str, Any]] = attrs.field(factory=dict)
 
 
 @attrs.frozen
@@ -120,6 +134,8 @@ class Config:
     api_key: str = attrs.field(default="", repr=False)
     #: ``$sha256$<hex>`` of the master API key, instead of ``api_key``.
     api_key_hash: str = attrs.field(default="", repr=False, validator=_check_key_hash)
+    #: Ed25519 public keys (base64 of the 32 raw bytes) whose signed manifests are trusted.
+    trusted_manifest_signers: tuple[str, ...] = ()
     http: HttpConfig = attrs.field(factory=HttpConfig)
     rate_limit: RateLimitConfig = attrs.field(factory=RateLimitConfig)
     logging: LoggingConfig = attrs.field(factory=LoggingConfig)
@@ -127,8 +143,7 @@ class Config:
     secrets: SecretsConfig = attrs.field(factory=SecretsConfig)
     #: ``[channels.<name>]`` tables, validated by each channel adapter.
     channels: Mapping[str, Mapping[str, Any]] = attrs.field(factory=dict)
-    #: ``[audit]`` and ``[audit.sinks.<id>]``, validated by the audit component and sinks.
-    audit: Mapping[str, Any] = attrs.field(factory=dict)
+    audit: AuditConfig = attrs.field(factory=AuditConfig)
 
 
 class ConfigError(Exception):

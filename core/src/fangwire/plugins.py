@@ -44,6 +44,8 @@ GROUPS: tuple[str, ...] = (
 BUILTIN_PLUGINS: tuple[str, ...] = (
     "fangwire.defaults.core_routes",
     "fangwire.defaults.logs_routes",
+    "fangwire.defaults.audit_routes",
+    "fangwire.defaults.security_routes",
 )
 
 PluginStatus = Literal["loaded", "failed", "disabled"]

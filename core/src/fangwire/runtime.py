@@ -21,6 +21,7 @@ import httpx
 
 from fangwire import __version__
 from fangwire.audit import AuditSink
+from fangwire.auditlog.service import AuditService
 from fangwire.auth import AuthProvider
 from fangwire.budget import BudgetPolicy
 from fangwire.bus import Bus
@@ -32,6 +33,8 @@ from fangwire.logs import LogHub
 from fangwire.plugins import PluginManager, create_plugin_manager
 from fangwire.redaction import Redactor
 from fangwire.secrets import ChosenBackend, SecretStore, SecretStoreError, choose_backend
+from fangwire.security.probes import register_core_probes
+from fangwire.security.registry import SecurityRegistry
 from fangwire.store import Store, open_store
 from fangwire.store.core_migrations import CORE_MIGRATIONS
 from fangwire.transports import Transport
@@ -83,6 +86,14 @@ class Runtime:
         self.environ = environ
         self.log_hub = log_hub
         self.bus = Bus()
+        self.security = SecurityRegistry()
+        self.audit = AuditService(
+            store=store,
+            home=home,
+            redactor=redactor,
+            config=lambda: self.config.audit,
+            sinks=lambda: self.audit_sinks,
+        )
         self.version = __version__
         self.started_at: float | None = None
         self._http: httpx.AsyncClient | None = None
@@ -94,6 +105,7 @@ class Runtime:
         self.routes: list[tuple[str, RouteSpec]] = []
         self._owners: dict[int, str] = {}
         self._build_registry()
+        register_core_probes(self)
 
     # -- construction -------------------------------------------------------------------
 
@@ -265,6 +277,7 @@ class Runtime:
             await self.store.open()
             stack.push_async_callback(self.store.close)
             await self.store.migrate(CORE_MIGRATIONS)
+            await stack.enter_async_context(self.audit.running())
             self._http = await stack.enter_async_context(
                 httpx.AsyncClient(timeout=HTTP_TIMEOUT, follow_redirects=False)
             )

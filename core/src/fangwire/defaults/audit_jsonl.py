@@ -22,14 +22,14 @@ from typing import Any
 import anyio
 
 from fangwire.audit import AuditEntry, AuditSink
+from fangwire.config import AuditConfig
 from fangwire.hookspecs import hookimpl
 
 DEFAULT_FILE = "audit.jsonl"
 
 
-def _settings(audit_config: Mapping[str, Any]) -> Mapping[str, Any]:
-    sinks = audit_config.get("sinks", {})
-    value = sinks.get("jsonl", {}) if isinstance(sinks, Mapping) else {}
+def _settings(audit_config: AuditConfig) -> Mapping[str, Any]:
+    value = audit_config.sinks.get("jsonl", {})
     return value if isinstance(value, Mapping) else {}
 
 

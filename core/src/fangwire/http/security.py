@@ -72,7 +72,7 @@ class Gatekeeper:
                     headers={"Retry-After": lock.headers()["Retry-After"]},
                 )
         decision: Decision | None = None
-        if limited and spec.cost > 0:
+        if limited and spec.cost > 0 and self.runtime.config.rate_limit.enabled:
             decision = self.requests.check(client, spec.cost)
             if not decision.allowed:
                 raise ApiError(
@@ -85,6 +85,16 @@ class Gatekeeper:
             return decision
         principal = await self._authenticate(connection, facts, configured, limited)
         if not principal.allows(spec.role):
+            await self._audit(
+                "permission_denied",
+                {
+                    "subject": principal.subject,
+                    "role": principal.role.label,
+                    "required": spec.role.label,
+                    "path": connection.url.path,
+                },
+                "denied",
+            )
             log.warning(
                 "permission denied: %s (%s) needs %s for %s",
                 principal.subject,
@@ -100,6 +110,13 @@ class Gatekeeper:
             )
         connection.scope[PRINCIPAL_KEY] = principal
         return decision
+
+    async def _audit(self, event_type: str, details: dict[str, str], outcome: str) -> None:
+        """Record a denial; the request is refused whether or not the entry could be written."""
+        try:
+            await self.runtime.audit.record(event_type, details=details, outcome=outcome)
+        except Exception:
+            log.exception("could not audit %s", event_type)
 
     async def _authenticate(
         self, connection: HTTPConnection, facts: RequestFacts, configured: bool, limited: bool
@@ -126,9 +143,14 @@ class Gatekeeper:
             principal = await provider.authenticate(credential, connection)
             if principal is not None:
                 return principal
+        locked_now = False
         if limited:
             self.auth_failures.check(client)
+            locked_now = not self.auth_failures.check(client, 1, spend=False).allowed
         log.warning("authentication failed from %s for %s", client, connection.url.path)
+        await self._audit("auth_failure", {"client": client, "path": connection.url.path}, "denied")
+        if locked_now:
+            await self._audit("auth_lockout", {"client": client}, "denied")
         raise ApiError(
             401,
             "invalid credential",

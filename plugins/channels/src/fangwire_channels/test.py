@@ -20,6 +20,7 @@ from fangwire.channels import (
     OutboundMessage,
 )
 from fangwire.hookspecs import hookimpl
+from fangwire.security import injection
 
 OUTBOUND = "channel.outbound"
 INBOUND = "channel.inbound"
@@ -58,10 +59,20 @@ class TestChannel(ChannelAdapter):
         return DeliveryReceipt(channel=self.name, target=target, message_ids=(event.id,))
 
     def receive(self, *, sender: str, chat: str, text: str) -> BusEvent:
-        """Publish an inbound message as if it came from a platform."""
+        """Publish an inbound message as if it came from a platform. Its text is scanned for
+        prompt injection first; findings travel with the message as ``injection_warnings``."""
+        findings = injection.scan(text, source=f"channel:{self.name}")
         event = BusEvent(
             kind=INBOUND,
-            payload={"channel": self.name, "sender": sender, "chat": chat, "text": text},
+            payload={
+                "channel": self.name,
+                "sender": sender,
+                "chat": chat,
+                "text": text,
+                "injection_warnings": [
+                    {"rule": f.rule, "severity": f.severity, "excerpt": f.excerpt} for f in findings
+                ],
+            },
         )
         self.runtime.bus.publish(event)
         return event

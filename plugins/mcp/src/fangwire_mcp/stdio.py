@@ -188,7 +188,25 @@ class StdioTransport(Transport):
     def open_connections(self) -> int:
         return len(self._open)
 
+    async def start(self) -> None:
+        self.runtime.security.register("subprocess_sandbox", self.sandbox_state)
+
+    def sandbox_state(self) -> tuple[str, dict[str, object]]:
+        """What confines the server processes this transport starts (for /api/security)."""
+        return (
+            "active",
+            {
+                "environment": "cleared to " + ", ".join(SAFE_ENV_NAMES) + " + declared names",
+                "process_group": "own session, killed as a group",
+                "core_dumps": "disabled",
+                "max_open_files": MAX_OPEN_FILES,
+                "bubblewrap": False,
+                "running": len(self._open),
+            },
+        )
+
     async def stop(self) -> None:
+        self.runtime.security.unregister("subprocess_sandbox")
         for connection in list(self._open):
             await connection.terminate()
 

@@ -1,0 +1,1 @@
+"""Small security building blocks: paths, injection scanning, taint, zeroization, manifests."""
