@@ -7,6 +7,7 @@ details) passes through it.
 
 from __future__ import annotations
 
+import functools
 import logging
 import re
 import threading
@@ -33,6 +34,7 @@ _SENSITIVE_KEY_PARTS: tuple[str, ...] = (
 )
 
 
+@functools.lru_cache(maxsize=4096)
 def is_sensitive_key(name: str) -> bool:
     """Return whether a mapping key names a value that must be masked.
 

@@ -39,8 +39,8 @@ def canonical_json(value: Any) -> bytes:
 
 def audit_timestamp(moment: datetime | None = None) -> str:
     """RFC 3339 UTC with microseconds, e.g. ``2026-11-29T08:00:00.123456Z``."""
-    moment = moment or datetime.now(UTC)
-    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    moment = (moment or datetime.now(UTC)).astimezone(UTC)
+    return moment.replace(tzinfo=None).isoformat(timespec="microseconds") + "Z"
 
 
 def entry_body(

@@ -3,7 +3,10 @@
 Every security-relevant action calls :meth:`AuditLog.record` and awaits it before going on:
 the entry is acknowledged only once its row is committed with ``synchronous=FULL``, and if the
 write fails the call raises, so the audited action fails too. All appends run as jobs of the
-store's single writer thread (group commit), so concurrent appenders can never fork the chain.
+store's single writer thread, so concurrent appenders can never fork the chain; and callers
+that arrive while a batch is being written are written together in the next one (one store job
+and one durable commit for all of them), which is what makes tens of thousands of durable
+appends per second possible.
 
 Beside the hash chain (:mod:`fangwire.auditlog.encoding`) the log keeps an RFC 6962 Merkle tree
 over the entries (its complete subtrees are stored with each append) and regularly signs a
@@ -17,16 +20,16 @@ from __future__ import annotations
 import json
 import logging
 import sqlite3
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
+import anyio
 import attrs
 
 from fangwire.audit import AuditEntry
 from fangwire.auditlog.encoding import (
     GENESIS_HASH,
     audit_timestamp,
-    canonical_json,
     entry_body,
     entry_hash,
 )
@@ -56,6 +59,13 @@ class _DbHashSource:
         self._conn = conn
 
     def get(self, level: int, index: int) -> bytes:
+        if level == 0:
+            row = self._conn.execute(
+                "SELECT hash FROM audit_entries WHERE id = ?", (index + 1,)
+            ).fetchone()
+            if row is None:
+                raise KeyError((level, index))
+            return leaf_hash(bytes(_first(row)))
         row = self._conn.execute(
             "SELECT hash FROM audit_nodes WHERE level = ? AND idx = ?", (level, index)
         ).fetchone()
@@ -66,6 +76,22 @@ class _DbHashSource:
 
 def _first(row: Any) -> Any:
     return next(iter(row.values())) if isinstance(row, Mapping) else row[0]
+
+
+@attrs.define(eq=False)
+class _Request:
+    """One caller's entry waiting to be written, and how it ended."""
+
+    event_type: str
+    agent_id: str | None
+    details: dict[str, Any]
+    outcome: str
+    timestamp: str
+    wake: anyio.Event = attrs.field(factory=anyio.Event)
+    lead: bool = False
+    finished: bool = False
+    entry: AuditEntry | None = None
+    error: BaseException | None = None
 
 
 @attrs.define
@@ -103,6 +129,8 @@ class AuditLog:
         self._store = store
         self._redactor = redactor
         self._tip: _Tip | None = None
+        self._queue: list[_Request] = []
+        self._writing = False
         self._listeners: list[Callable[[AuditEntry], None]] = []
 
     def add_listener(self, listener: Callable[[AuditEntry], None]) -> None:
@@ -132,31 +160,74 @@ class AuditLog:
             raise ValueError("event_type must be 1-100 characters")
         scrubbed = self._redactor.scrub_obj(dict(details or {}))
         clean: dict[str, Any] = scrubbed if isinstance(scrubbed, dict) else {}
+        request = _Request(event_type, agent_id, clean, outcome, audit_timestamp())
+        self._queue.append(request)
+        if not self._writing:
+            self._writing = True
+            request.lead = True
         try:
-            canonical_json(clean)
-        except (TypeError, ValueError) as exc:
-            raise AuditError(f"audit details are not JSON-encodable: {exc}") from exc
-        timestamp = audit_timestamp()
-
-        def append(conn: sqlite3.Connection) -> AuditEntry:
+            while not request.finished:
+                if request.lead:
+                    await self._write_batch()
+                else:
+                    # Woken once: either its batch is written or it is to write the next one.
+                    await request.wake.wait()
+        finally:
+            if not request.finished:  # cancelled while waiting its turn
+                self._queue.remove(request)
+                if request.lead:
+                    self._hand_over()
+        if isinstance(request.error, AuditError):
+            raise request.error
+        if request.error is not None:
+            log.error("audit write failed: %s", request.error)
+            raise AuditError(f"the audit log could not record {event_type!r}") from request.error
+        assert request.entry is not None  # noqa: S101 - set for every finished request
+        for listener in self._listeners:
             try:
-                return self._append(conn, event_type, agent_id, clean, outcome, timestamp)
+                listener(request.entry)
+            except Exception:
+                log.exception("audit listener failed")
+        return request.entry
+
+    async def _write_batch(self) -> None:
+        """Write every queued request in one store job (one durable commit), then wake them
+        and hand the writing role to the next waiting request, if any."""
+        batch, self._queue = self._queue, []
+
+        def append_all(conn: sqlite3.Connection) -> list[AuditEntry | None]:
+            try:
+                return self._append_batch(conn, batch)
             except BaseException:
                 self._tip = None  # re-read from the table on the next append
                 raise
 
         try:
-            entry = await self._store.write(append)
-        except StoreError as exc:
-            self._tip = None
-            log.error("audit write failed: %s", exc)
-            raise AuditError(f"the audit log could not record {event_type!r}") from exc
-        for listener in self._listeners:
-            try:
-                listener(entry)
-            except Exception:
-                log.exception("audit listener failed")
-        return entry
+            # Shielded: the callers waiting on this batch must always be woken.
+            with anyio.CancelScope(shield=True):
+                try:
+                    entries = await self._store.write(append_all)
+                except StoreError as exc:
+                    self._tip = None
+                    for r in batch:
+                        r.error = exc
+                else:
+                    for r, entry in zip(batch, entries, strict=True):
+                        if entry is not None:
+                            r.entry = entry
+        finally:
+            for r in batch:
+                r.finished = True
+                r.wake.set()
+            self._hand_over()
+
+    def _hand_over(self) -> None:
+        if self._queue:
+            successor = self._queue[0]
+            successor.lead = True
+            successor.wake.set()
+        else:
+            self._writing = False
 
     def _current_tip(self, conn: sqlite3.Connection) -> _Tip:
         row = conn.execute("SELECT id, hash FROM audit_entries ORDER BY id DESC LIMIT 1").fetchone()
@@ -167,46 +238,56 @@ class AuditLog:
             tip = _Tip(size, last, CompactRange.from_source(size, _DbHashSource(conn)))
         return tip
 
-    def _append(
-        self,
-        conn: sqlite3.Connection,
-        event_type: str,
-        agent_id: str | None,
-        details: Mapping[str, Any],
-        outcome: str,
-        timestamp: str,
-    ) -> AuditEntry:
+    def _append_batch(
+        self, conn: sqlite3.Connection, batch: Sequence[_Request]
+    ) -> list[AuditEntry | None]:
+        """Append ``batch`` in order (writer thread). A request whose details cannot be
+        encoded gets its own error and no entry; the others are written."""
         tip = self._current_tip(conn)
-        entry_id = tip.size + 1
-        body = entry_body(
-            id=entry_id,
-            timestamp=timestamp,
-            event_type=event_type,
-            agent_id=agent_id,
-            details=details,
-            outcome=outcome,
-        )
-        digest = entry_hash(tip.hash, body)
-        conn.execute(
+        entry_rows: list[tuple[Any, ...]] = []
+        node_rows: list[tuple[int, int, bytes]] = []
+        results: list[AuditEntry | None] = []
+        for r in batch:
+            entry_id = tip.size + 1
+            try:
+                body = entry_body(
+                    id=entry_id,
+                    timestamp=r.timestamp,
+                    event_type=r.event_type,
+                    agent_id=r.agent_id,
+                    details=r.details,
+                    outcome=r.outcome,
+                )
+            except (TypeError, ValueError) as exc:
+                r.error = AuditError(f"audit details are not JSON-encodable: {exc}")
+                results.append(None)
+                continue
+            digest = entry_hash(tip.hash, body)
+            entry_rows.append(
+                (entry_id, body, digest, tip.hash, r.event_type, r.agent_id, r.timestamp)
+            )
+            node_rows.extend(tip.range.append(leaf_hash(digest))[1:])  # level 0 is derived
+            results.append(
+                AuditEntry(
+                    id=entry_id,
+                    timestamp=r.timestamp,
+                    event_type=r.event_type,
+                    agent_id=r.agent_id,
+                    details=r.details,
+                    outcome=r.outcome,
+                    prev_hash=tip.hash.hex(),
+                    hash=digest.hex(),
+                )
+            )
+            tip.size, tip.hash = entry_id, digest
+        conn.executemany(
             "INSERT INTO audit_entries (id, body, hash, prev_hash, event_type, agent_id, timestamp)"
             " VALUES (?, ?, ?, ?, ?, ?, ?)",
-            (entry_id, body, digest, tip.hash, event_type, agent_id, timestamp),
+            entry_rows,
         )
-        nodes = tip.range.append(leaf_hash(digest))
-        conn.executemany("INSERT INTO audit_nodes (level, idx, hash) VALUES (?, ?, ?)", nodes)
-        prev = tip.hash
-        tip.size, tip.hash = entry_id, digest
+        conn.executemany("INSERT INTO audit_nodes (level, idx, hash) VALUES (?, ?, ?)", node_rows)
         self._tip = tip
-        return AuditEntry(
-            id=entry_id,
-            timestamp=timestamp,
-            event_type=event_type,
-            agent_id=agent_id,
-            details=details,
-            outcome=outcome,
-            prev_hash=prev.hex(),
-            hash=digest.hex(),
-        )
+        return results
 
     # -- reading ------------------------------------------------------------------------------
 
@@ -248,7 +329,7 @@ class AuditLog:
             row = conn.execute(
                 "SELECT hash FROM audit_entries WHERE id = ?", (entry_id,)
             ).fetchone()
-            leaf = source.get(0, entry_id - 1)
+            leaf = leaf_hash(bytes(row["hash"]))
             proof = inclusion_proof(entry_id - 1, tree_size, source)
             root = _root_at(conn, tree_size)
             return {

@@ -15,13 +15,14 @@ AUDIT_MIGRATIONS: tuple[Migration, ...] = (
         CREATE TABLE audit_entries (
             id         INTEGER PRIMARY KEY,
             body       BLOB    NOT NULL,
-            hash       BLOB    NOT NULL UNIQUE,
+            hash       BLOB    NOT NULL,
             prev_hash  BLOB    NOT NULL,
             event_type TEXT    NOT NULL,
             agent_id   TEXT,
             timestamp  TEXT    NOT NULL
         );
-        CREATE INDEX audit_entries_event_type ON audit_entries (event_type);
+        -- Complete aligned subtrees above the leaves (level >= 1); level-0 hashes are
+        -- SHA-256(0x00 || audit_entries.hash) and are computed from the entries.
         CREATE TABLE audit_nodes (
             level INTEGER NOT NULL,
             idx   INTEGER NOT NULL,
