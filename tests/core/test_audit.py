@@ -469,3 +469,31 @@ async def test_kill_9_loses_no_acknowledged_entry(fangwire_home, memory_keyring)
         report = await runtime.audit.verify(deep=True)
     assert report.status == "valid", report
     assert report.chain_length >= acknowledged
+
+
+async def test_config_changes_are_audited_before_they_apply(runtime):
+    from fangwire.config import ConfigError
+
+    async with runtime.serving():
+        config = await runtime.change_config(
+            ["rate_limit", "api_requests_per_minute"], 120, actor="tester"
+        )
+        assert config.rate_limit.api_requests_per_minute == 120
+        with pytest.raises(ConfigError):
+            await runtime.change_config(["nonsense"], 1, actor="tester")
+        entries, _ = await runtime.audit.log.recent(10)
+    assert [(e.event_type, e.outcome) for e in reversed(entries)] == [
+        ("config_change", "pending"),
+        ("config_change", "ok"),
+        ("config_change", "pending"),
+        ("config_change", "error"),
+    ]
+    assert entries[-1].details["key"] == "rate_limit.api_requests_per_minute"
+    assert "120" not in json.dumps([e.to_json() for e in entries])
+
+
+async def test_config_is_not_changed_when_it_cannot_be_audited(runtime):
+    before = (runtime.home / "config.toml").read_text()
+    with pytest.raises(AuditError):
+        await runtime.change_config(["http", "max_json_depth"], 5, actor="tester")
+    assert (runtime.home / "config.toml").read_text() == before

@@ -11,11 +11,12 @@ from __future__ import annotations
 import logging
 import os
 import time
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
+import anyio
 import cattrs
 import httpx
 
@@ -262,6 +263,32 @@ class Runtime:
     @property
     def uptime_seconds(self) -> float:
         return 0.0 if self.started_at is None else time.monotonic() - self.started_at
+
+    async def change_config(
+        self, key_path: Sequence[str], value: Any, *, actor: str, remove: bool = False
+    ) -> Config:
+        """Set (or remove) one key of ``config.toml`` on behalf of ``actor`` and apply it.
+
+        The change is audited before the file is touched, so a change that could not be
+        audited never happens; a change that then fails is audited as an error. The new
+        value is not written to the audit log, only the key path.
+        """
+        path = list(key_path)
+        details = {"key": ".".join(path), "actor": actor, "action": "remove" if remove else "set"}
+        await self.audit.record("config_change", details=details, outcome="pending")
+        try:
+            if remove:
+                config = await anyio.to_thread.run_sync(self.config_file.remove_value, path)
+            else:
+                config = await anyio.to_thread.run_sync(self.config_file.set_value, path, value)
+        except Exception as exc:
+            await self.audit.record(
+                "config_change", details={**details, "error": str(exc)}, outcome="error"
+            )
+            raise
+        self.config = config
+        await self.audit.record("config_change", details=details, outcome="ok")
+        return config
 
     def reload_config(self) -> Config:
         """Re-read ``config.toml``; the new configuration applies to new requests."""
