@@ -27,7 +27,6 @@ sys.path[:] = [p for p in sys.path if os.path.realpath(p or ".") != _HERE]
 
 import anyio  # noqa: E402
 
-from fangwire.auditlog.encoding import audit_timestamp  # noqa: E402
 from fangwire.auditlog.log import _Request  # noqa: E402
 from fangwire.runtime import Runtime  # noqa: E402
 from fangwire.secrets import MemoryKeyring  # noqa: E402
@@ -75,10 +74,7 @@ async def verification(entries: int) -> None:
                 size = min(batch, entries - done)
 
                 def fill(conn: sqlite3.Connection, size: int = size, base: int = done) -> None:
-                    stamp = audit_timestamp()
-                    batch = [
-                        _Request("bench", None, {"n": base + i}, "ok", stamp) for i in range(size)
-                    ]
+                    batch = [_Request("bench", None, {"n": base + i}, "ok") for i in range(size)]
                     log._append_batch(conn, batch)
 
                 await runtime.store.write(fill)

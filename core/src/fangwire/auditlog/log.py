@@ -86,7 +86,6 @@ class _Request:
     agent_id: str | None
     details: dict[str, Any]
     outcome: str
-    timestamp: str
     wake: anyio.Event = attrs.field(factory=anyio.Event)
     lead: bool = False
     finished: bool = False
@@ -160,7 +159,7 @@ class AuditLog:
             raise ValueError("event_type must be 1-100 characters")
         scrubbed = self._redactor.scrub_obj(dict(details or {}))
         clean: dict[str, Any] = scrubbed if isinstance(scrubbed, dict) else {}
-        request = _Request(event_type, agent_id, clean, outcome, audit_timestamp())
+        request = _Request(event_type, agent_id, clean, outcome)
         self._queue.append(request)
         if not self._writing:
             self._writing = True
@@ -244,6 +243,8 @@ class AuditLog:
         """Append ``batch`` in order (writer thread). A request whose details cannot be
         encoded gets its own error and no entry; the others are written."""
         tip = self._current_tip(conn)
+        # One commit, one moment: entries written together share their timestamp.
+        timestamp = audit_timestamp()
         entry_rows: list[tuple[Any, ...]] = []
         node_rows: list[tuple[int, int, bytes]] = []
         results: list[AuditEntry | None] = []
@@ -252,7 +253,7 @@ class AuditLog:
             try:
                 body = entry_body(
                     id=entry_id,
-                    timestamp=r.timestamp,
+                    timestamp=timestamp,
                     event_type=r.event_type,
                     agent_id=r.agent_id,
                     details=r.details,
@@ -264,13 +265,13 @@ class AuditLog:
                 continue
             digest = entry_hash(tip.hash, body)
             entry_rows.append(
-                (entry_id, body, digest, tip.hash, r.event_type, r.agent_id, r.timestamp)
+                (entry_id, body, digest, tip.hash, r.event_type, r.agent_id, timestamp)
             )
             node_rows.extend(tip.range.append(leaf_hash(digest))[1:])  # level 0 is derived
             results.append(
                 AuditEntry(
                     id=entry_id,
-                    timestamp=r.timestamp,
+                    timestamp=timestamp,
                     event_type=r.event_type,
                     agent_id=r.agent_id,
                     details=r.details,

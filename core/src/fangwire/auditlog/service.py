@@ -41,7 +41,7 @@ class AuditService:
     ) -> None:
         self.log = AuditLog(store, redactor=redactor)
         self.checkpoints = CheckpointKeeper(self.log, home=home, config=config)
-        self.sinks = SinkDispatcher(sinks)
+        self.sinks = SinkDispatcher(sinks, config=config)
         self.log.add_listener(self.checkpoints.on_entry)
         self.log.add_listener(self.sinks.submit)
         self._open = False

@@ -38,12 +38,15 @@ class SinkDispatcher:
         self,
         sinks: Callable[[], Mapping[str, AuditSink]],
         *,
+        config: Callable[[], object] = lambda: None,
         queue_size: int = 10_000,
         backoff: Sequence[float] = DEFAULT_BACKOFF,
     ) -> None:
         self._sinks = sinks
         self._backoff = tuple(backoff)
         self._queue_size = queue_size
+        self._config = config
+        self._enabled: tuple[object, bool] | None = None
         self._send: MemoryObjectSendStream[AuditEntry] | None = None
         self._receive: MemoryObjectReceiveStream[AuditEntry] | None = None
         self._status: dict[str, SinkStatus] = {}
@@ -58,7 +61,7 @@ class SinkDispatcher:
 
     def submit(self, entry: AuditEntry) -> None:
         """Queue ``entry`` for delivery (never blocks)."""
-        if self._send is None or not any(s.is_enabled() for s in self._sinks().values()):
+        if self._send is None or not self._any_enabled():
             return
         try:
             self._send.send_nowait(entry)
@@ -67,6 +70,15 @@ class SinkDispatcher:
             log.error("audit sink queue is full; entry %d not copied to sinks", entry.id)
         except (anyio.ClosedResourceError, anyio.BrokenResourceError):
             self.dropped += 1
+
+    def _any_enabled(self) -> bool:
+        """Whether any sink is on; worked out again only when the configuration changes."""
+        config = self._config()
+        cached = self._enabled
+        if cached is None or cached[0] is not config or config is None:
+            cached = (config, any(s.is_enabled() for s in self._sinks().values()))
+            self._enabled = cached
+        return cached[1]
 
     async def run(self) -> None:
         """Deliver queued entries until :meth:`close`; then deliver what is left."""
