@@ -154,15 +154,17 @@ async def test_jsonl_sink_refuses_symlink_out_of_home(
 
 
 @pytest.mark.anyio
-async def test_jsonl_sink_accepts_absolute_path_inside_home(
+async def test_jsonl_sink_refuses_absolute_paths_even_inside_home(
     make_runtime: MakeRuntime, fangwire_home: Path
 ) -> None:
+    # The file name is relative to the home by contract; an absolute one is refused outright.
     target = fangwire_home / "inside.jsonl"
     runtime = make_runtime(
         f"[audit.sinks.jsonl]\nenabled = true\nfile = {json.dumps(str(target))}\n"
     )
-    await jsonl_sink(runtime).emit(make_entry(3))
-    assert json.loads(target.read_text(encoding="utf-8")) == make_entry(3).to_json()
+    with pytest.raises(ValueError, match="inside the fangwire home"):
+        await jsonl_sink(runtime).emit(make_entry(3))
+    assert not target.exists()
 
 
 @pytest.mark.parametrize("value", ['""', "42"])

@@ -16,7 +16,7 @@ import json
 import os
 import threading
 from collections.abc import Callable, Mapping
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 import anyio
@@ -24,6 +24,7 @@ import anyio
 from fangwire.audit import AuditEntry, AuditSink
 from fangwire.config import AuditConfig
 from fangwire.hookspecs import hookimpl
+from fangwire.security.paths import UnsafePath, safe_join
 
 DEFAULT_FILE = "audit.jsonl"
 
@@ -37,10 +38,12 @@ def resolve_sink_path(home: Path, name: object) -> Path:
     """The sink file inside ``home``; refuses anything that would leave it."""
     if not isinstance(name, str) or not name:
         raise ValueError("audit.sinks.jsonl.file must be a non-empty string")
-    candidate = (home / name).resolve()
-    if not candidate.is_relative_to(home.resolve()):
-        raise ValueError("audit.sinks.jsonl.file must stay inside the fangwire home")
-    return candidate
+    try:
+        return safe_join(home, *PurePosixPath(name).parts)
+    except UnsafePath as exc:
+        raise ValueError(
+            f"audit.sinks.jsonl.file must stay inside the fangwire home: {exc}"
+        ) from None
 
 
 class JsonlAuditSink(AuditSink):
@@ -50,6 +53,7 @@ class JsonlAuditSink(AuditSink):
     def __init__(self, runtime: Any) -> None:
         super().__init__(runtime)
         self._lock = threading.Lock()
+        runtime.security.uses("path_traversal_prevention", "audit sink jsonl")
 
     def is_enabled(self) -> bool:
         return bool(_settings(self.runtime.config.audit).get("enabled", False))

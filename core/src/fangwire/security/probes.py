@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from fangwire.security import injection, manifest, paths, ssrf, taint, zeroize
@@ -31,18 +32,41 @@ def trusted_manifest_keys(runtime: Runtime) -> dict[str, bytes]:
     return keys
 
 
+def _used(
+    runtime: Runtime, system: str, state: Callable[[], tuple[str, dict[str, object]]]
+) -> Callable[[], SystemState]:
+    """A probe for a shared helper: active only while some component runs it."""
+
+    def probe() -> SystemState:
+        users = runtime.security.users(system)
+        status, details = state()
+        if status != "active":
+            return SystemState(status, details)  # type: ignore[arg-type]
+        if not users:
+            return SystemState(
+                "inactive", {**details, "reason": "no component in this daemon uses it yet"}
+            )
+        return SystemState(status, {**details, "used_by": users})  # type: ignore[arg-type]
+
+    return probe
+
+
 def register_core_probes(runtime: Runtime) -> None:
     registry = runtime.security
     registry.register("merkle_audit_trail", runtime.audit.probe)
-    registry.register("path_traversal_prevention", paths.state)
-    registry.register("taint_tracking", taint.state)
-    registry.register("secret_zeroization", zeroize.state)
-    registry.register("ssrf_protection", ssrf.state)
-    registry.register("prompt_injection_scanning", injection.state)
-    registry.register(
-        "manifest_signing", lambda: manifest.state(trusted_manifest_keys(runtime) or None)
-    )
     registry.register("health_redaction", lambda: _health_redaction(runtime))
+    for system, state in (
+        ("path_traversal_prevention", paths.state),
+        ("taint_tracking", taint.state),
+        ("secret_zeroization", zeroize.state),
+        ("ssrf_protection", ssrf.state),
+        ("prompt_injection_scanning", injection.state),
+    ):
+        registry.register(system, _used(runtime, system, state))
+    registry.register(
+        "manifest_signing",
+        _used(runtime, "manifest_signing", lambda: manifest.state(trusted_manifest_keys(runtime))),
+    )
 
 
 def _health_redaction(runtime: Runtime) -> SystemState:

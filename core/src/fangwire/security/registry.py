@@ -58,7 +58,21 @@ class SecurityRegistry:
 
     def __init__(self) -> None:
         self._probes: dict[str, Probe] = {}
+        self._users: dict[str, set[str]] = {}
         self._lock = threading.Lock()
+
+    def uses(self, system: str, component: str) -> None:
+        """Declare that ``component`` runs ``system``'s code path (see :meth:`users`)."""
+        if system not in SYSTEMS:
+            raise ValueError(f"unknown security system {system!r}")
+        with self._lock:
+            self._users.setdefault(system, set()).add(component)
+
+    def users(self, system: str) -> list[str]:
+        """Components that declared they use ``system``; a shared guard that nobody uses is
+        not running, whatever its module could do."""
+        with self._lock:
+            return sorted(self._users.get(system, ()))
 
     def register(self, system: str, probe: Probe) -> None:
         """Make ``probe`` the source of ``system``'s state (replacing an earlier one)."""

@@ -9,6 +9,7 @@ try routing without any platform account.
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from fangwire.bus import BusEvent
 from fangwire.channels import (
@@ -21,6 +22,9 @@ from fangwire.channels import (
 )
 from fangwire.hookspecs import hookimpl
 from fangwire.security import injection
+
+if TYPE_CHECKING:
+    from fangwire.runtime import Runtime
 
 OUTBOUND = "channel.outbound"
 INBOUND = "channel.inbound"
@@ -39,6 +43,10 @@ class TestChannel(ChannelAdapter):
     config_fields = (ConfigField("agent", help="agent that answers messages on this channel"),)
     max_message_length = 4096
     length_unit = LengthUnit.CHARACTERS
+
+    def __init__(self, runtime: Runtime) -> None:
+        super().__init__(runtime)
+        runtime.security.uses("prompt_injection_scanning", "channel test (inbound text)")
 
     async def send(self, target: str, message: OutboundMessage) -> DeliveryReceipt:
         if not target:
