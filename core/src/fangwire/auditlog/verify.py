@@ -68,10 +68,9 @@ def verify_log(
     expected = 1
     cursor = conn.cursor()
     cursor.row_factory = None  # plain tuples: this loop runs once per entry
-    rows = cursor.execute(
-        "SELECT id, body, hash, prev_hash, event_type, agent_id, timestamp"
-        " FROM audit_entries ORDER BY id"
-    )
+    columns = "id, body, hash, prev_hash" + (", event_type, agent_id, timestamp" if deep else "")
+    rows = cursor.execute(f"SELECT {columns} FROM audit_entries ORDER BY id")  # noqa: S608
+    sha256 = hashlib.sha256
 
     def broken(at: int, reason: str) -> VerifyReport:
         return VerifyReport(
@@ -85,30 +84,30 @@ def verify_log(
             reason=reason,
         )
 
-    for entry_id, body, digest, prev_hash, event_type, agent_id, timestamp in rows:
-        if (
-            not (type(body) is type(digest) is type(prev_hash) is bytes)
-            or type(entry_id) is not int
-        ):
-            # A tampered row can hold any SQLite type; it is a finding, never a crash.
-            return broken(expected, "a stored entry has columns of the wrong type")
+    for row in rows:
+        entry_id, body, digest, prev_hash = row[0], row[1], row[2], row[3]
         if entry_id != expected:
+            if not isinstance(entry_id, int):
+                return broken(expected, "a stored entry has columns of the wrong type")
             if entry_id < expected:
                 return broken(entry_id, f"entry {entry_id} appears after entry {expected - 1}")
             return broken(expected, f"entry {expected} is missing (the next entry is {entry_id})")
         if prev_hash != prev:
             return broken(entry_id, "prev_hash does not match the previous entry's hash")
-        hasher = hashlib.sha256(prev)
-        hasher.update(body)
-        if hasher.digest() != digest:
+        try:
+            recomputed = sha256(prev + body).digest()
+        except TypeError:
+            # A tampered row can hold any SQLite type; it is a finding, never a crash.
+            return broken(entry_id, "a stored entry has columns of the wrong type")
+        if recomputed != digest:
             return broken(entry_id, "hash does not match the entry's content")
         if tree is not None:
-            problem = _check_columns(entry_id, body, event_type, agent_id, timestamp)
+            problem = _check_columns(entry_id, body, row[4], row[5], row[6])
             if problem:
                 return broken(entry_id, problem)
             tree.append(leaf_hash(digest))
-        mark = marks.get(entry_id)
-        if mark is not None:
+        if entry_id in marks:
+            mark = marks[entry_id]
             if mark.tip != digest:
                 return broken(
                     entry_id,
