@@ -4,9 +4,9 @@ Every security-relevant action calls :meth:`AuditLog.record` and awaits it befor
 the entry is acknowledged only once its row is committed with ``synchronous=FULL``, and if the
 write fails the call raises, so the audited action fails too. All appends run as jobs of the
 store's single writer thread, so concurrent appenders can never fork the chain; and callers
-that arrive while a batch is being written are written together in the next one (one store job
-and one durable commit for all of them), which is what makes tens of thousands of durable
-appends per second possible.
+that arrive while a batch is being written are written together in the next one by the log's
+writer task (one store job and one durable commit for all of them), which is what makes tens
+of thousands of durable appends per second possible.
 
 Beside the hash chain (:mod:`fangwire.auditlog.encoding`) the log keeps an RFC 6962 Merkle tree
 over the entries (its complete subtrees are stored with each append) and regularly signs a
@@ -24,6 +24,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import anyio
+import anyio.abc
 import attrs
 
 from fangwire.audit import AuditEntry
@@ -86,8 +87,6 @@ class _Request:
     agent_id: str | None
     details: dict[str, Any]
     outcome: str
-    wake: anyio.Event = attrs.field(factory=anyio.Event)
-    lead: bool = False
     finished: bool = False
     entry: AuditEntry | None = None
     error: BaseException | None = None
@@ -129,7 +128,8 @@ class AuditLog:
         self._redactor = redactor
         self._tip: _Tip | None = None
         self._queue: list[_Request] = []
-        self._writing = False
+        self._work: anyio.Event | None = None
+        self._batch_done: anyio.Event | None = None
         self._listeners: list[Callable[[AuditEntry], None]] = []
 
     def add_listener(self, listener: Callable[[AuditEntry], None]) -> None:
@@ -159,29 +159,25 @@ class AuditLog:
             raise ValueError("event_type must be 1-100 characters")
         scrubbed = self._redactor.scrub_obj(dict(details or {}))
         clean: dict[str, Any] = scrubbed if isinstance(scrubbed, dict) else {}
+        work, done = self._work, self._batch_done
+        if work is None or done is None:
+            raise AuditError("the audit log's writer is not running")
         request = _Request(event_type, agent_id, clean, outcome)
         self._queue.append(request)
-        if not self._writing:
-            self._writing = True
-            request.lead = True
+        work.set()
         try:
-            while not request.finished:
-                if request.lead:
-                    await self._write_batch()
-                else:
-                    # Woken once: either its batch is written or it is to write the next one.
-                    await request.wake.wait()
-        finally:
-            if not request.finished:  # cancelled while waiting its turn
-                self._queue.remove(request)
-                if request.lead:
-                    self._hand_over()
+            await done.wait()
+        except BaseException:
+            if not request.finished and request in self._queue:
+                self._queue.remove(request)  # cancelled before its batch was taken
+            raise
         if isinstance(request.error, AuditError):
             raise request.error
         if request.error is not None:
             log.error("audit write failed: %s", request.error)
             raise AuditError(f"the audit log could not record {event_type!r}") from request.error
-        assert request.entry is not None  # noqa: S101 - set for every finished request
+        if request.entry is None:
+            raise AuditError(f"the audit log could not record {event_type!r}")
         for listener in self._listeners:
             try:
                 listener(request.entry)
@@ -189,10 +185,33 @@ class AuditLog:
                 log.exception("audit listener failed")
         return request.entry
 
+    async def run(
+        self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED
+    ) -> None:
+        """The writer task: writes queued entries, a batch per durable commit, until
+        cancelled. Entries still queued then are failed, never left waiting."""
+        self._work, self._batch_done = anyio.Event(), anyio.Event()
+        task_status.started()
+        try:
+            while True:
+                await self._work.wait()
+                self._work = anyio.Event()
+                while self._queue:
+                    await self._write_batch()
+        finally:
+            for r in self._queue:
+                r.error = AuditError("the audit log closed before the entry was written")
+                r.finished = True
+            self._queue = []
+            if self._batch_done is not None:
+                self._batch_done.set()
+            self._work = self._batch_done = None
+
     async def _write_batch(self) -> None:
         """Write every queued request in one store job (one durable commit), then wake them
-        and hand the writing role to the next waiting request, if any."""
-        batch, self._queue = self._queue, []
+        all (they share one event per batch)."""
+        batch, done = self._queue, self._batch_done
+        self._queue, self._batch_done = [], anyio.Event()
 
         def append_all(conn: sqlite3.Connection) -> list[AuditEntry | None]:
             try:
@@ -217,16 +236,8 @@ class AuditLog:
         finally:
             for r in batch:
                 r.finished = True
-                r.wake.set()
-            self._hand_over()
-
-    def _hand_over(self) -> None:
-        if self._queue:
-            successor = self._queue[0]
-            successor.lead = True
-            successor.wake.set()
-        else:
-            self._writing = False
+            if done is not None:
+                done.set()
 
     def _current_tip(self, conn: sqlite3.Connection) -> _Tip:
         row = conn.execute("SELECT id, hash FROM audit_entries ORDER BY id DESC LIMIT 1").fetchone()

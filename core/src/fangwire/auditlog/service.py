@@ -93,6 +93,7 @@ class AuditService:
         self.sinks.open()
         try:
             async with anyio.create_task_group() as tg:
+                await tg.start(self.log.run)
                 tg.start_soon(self.checkpoints.run)
                 tg.start_soon(self.sinks.run)
                 self._open = True
