@@ -240,8 +240,7 @@ class AuditLog:
                 done.set()
 
     def _current_tip(self, conn: sqlite3.Connection) -> _Tip:
-        row = conn.execute("SELECT id, hash FROM audit_entries ORDER BY id DESC LIMIT 1").fetchone()
-        size, last = (int(row["id"]), bytes(row["hash"])) if row else (0, GENESIS_HASH)
+        size, last = _read_tip(conn)
         tip = self._tip
         if tip is None or tip.size != size or tip.hash != last:
             # First append, or a batch rolled back after the cache moved: rebuild from disk.
@@ -318,12 +317,8 @@ class AuditLog:
         """``(size, Merkle root, chain tip)`` of the committed log."""
 
         def read(conn: sqlite3.Connection) -> tuple[int, bytes, bytes]:
-            row = conn.execute(
-                "SELECT id, hash FROM audit_entries ORDER BY id DESC LIMIT 1"
-            ).fetchone()
-            size, tip = (int(row["id"]), bytes(row["hash"])) if row else (0, GENESIS_HASH)
-            root = CompactRange.from_source(size, _DbHashSource(conn)).root()
-            return size, root, tip
+            size, tip = _read_tip(conn)
+            return size, _root_at(conn, size), tip
 
         return await self._store.read(read)
 
@@ -377,6 +372,12 @@ class AuditLog:
             }
 
         return await self._store.read(read)
+
+
+def _read_tip(conn: sqlite3.Connection) -> tuple[int, bytes]:
+    """``(number of entries, hash of the last one)`` as committed (genesis when empty)."""
+    row = conn.execute("SELECT id, hash FROM audit_entries ORDER BY id DESC LIMIT 1").fetchone()
+    return (int(row["id"]), bytes(row["hash"])) if row else (0, GENESIS_HASH)
 
 
 def _size(conn: sqlite3.Connection) -> int:
