@@ -237,3 +237,33 @@ async def test_hook_shutdown(make_runtime):
     async with serve_client(make_runtime(pm=manager_with(plugin))):
         assert seen == []
     assert seen == ["stopped while the client still exists: True"]
+
+
+async def test_hook_register_model_providers(make_runtime):
+    from fangwire.models import (
+        ChatMessage,
+        Completion,
+        CompletionRequest,
+        ModelProvider,
+        Usage,
+    )
+
+    class Shouty(ModelProvider):
+        provider_id = "shouty"
+
+        async def complete(self, request: CompletionRequest) -> Completion:
+            text = request.messages[-1].content.upper()
+            return Completion(text=text, usage=Usage(1, 1), model=request.model, provider="shouty")
+
+    class plugin:  # noqa: N801
+        @staticmethod
+        @hookimpl
+        def register_model_providers(register):
+            register(Shouty)
+
+    provider = make_runtime(pm=manager_with(plugin)).model_providers["shouty"]
+    request = CompletionRequest(model="m", messages=[ChatMessage("user", "hi")])
+    assert (await provider.complete(request)).text == "HI"
+    chunks = [chunk async for chunk in provider.stream(request)]
+    assert [c.delta for c in chunks] == ["HI", ""]
+    assert chunks[-1].usage == Usage(1, 1)

@@ -141,6 +141,8 @@ class Config:
     logging: LoggingConfig = attrs.field(factory=LoggingConfig)
     plugins: PluginsConfig = attrs.field(factory=PluginsConfig)
     secrets: SecretsConfig = attrs.field(factory=SecretsConfig)
+    #: ``[providers.<id>]`` tables (base URLs, key names), validated by each model provider.
+    providers: Mapping[str, Mapping[str, Any]] = attrs.field(factory=dict)
     #: ``[channels.<name>]`` tables, validated by each channel adapter.
     channels: Mapping[str, Mapping[str, Any]] = attrs.field(factory=dict)
     audit: AuditConfig = attrs.field(factory=AuditConfig)

@@ -23,6 +23,7 @@ if TYPE_CHECKING:
     from fangwire.budget import BudgetPolicy
     from fangwire.channels import ChannelAdapter
     from fangwire.http.routes import RouteSpec
+    from fangwire.models import ModelProvider
     from fangwire.plugins import PluginManager
     from fangwire.runtime import Runtime
     from fangwire.transports import Transport
@@ -96,6 +97,9 @@ class Hooks:
 
     def register_audit_sinks(self) -> list[tuple[str, type[AuditSink]]]:
         return self._collect("register_audit_sinks")
+
+    def register_model_providers(self) -> list[tuple[str, type[ModelProvider]]]:
+        return self._collect("register_model_providers")
 
     def register_routes(self) -> list[tuple[str, RouteSpec]]:
         return self._collect("register_routes")

@@ -28,6 +28,7 @@ if TYPE_CHECKING:
     from fangwire.budget import BudgetPolicy
     from fangwire.channels import ChannelAdapter
     from fangwire.http.routes import RouteSpec
+    from fangwire.models import ModelProvider
     from fangwire.runtime import Runtime
     from fangwire.transports import Transport
 
@@ -97,6 +98,17 @@ def register_audit_sinks(register: Callable[[type[AuditSink]], None]) -> None:
     Called once while the runtime is built. The tamper-evident chain itself lives in the core
     store; an :class:`~fangwire.audit.AuditSink` receives a copy of every committed entry
     (a file, syslog, a SIEM). A failing sink never affects the chain.
+    """
+
+
+@hookspec
+def register_model_providers(register: Callable[[type[ModelProvider]], None]) -> None:
+    """Register language-model provider classes.
+
+    Called once while the runtime is built. Call ``register(ProviderClass)`` for each
+    :class:`~fangwire.models.ModelProvider` subclass; providers are keyed by ``provider_id``
+    and a duplicate fails the later plugin. Agents name a provider and a model; the core meters
+    and budgets every call, so providers only talk to the model.
     """
 
 

@@ -31,6 +31,7 @@ from fangwire.config import Config, ConfigError, make_converter
 from fangwire.configfile import ConfigFile
 from fangwire.home import CONFIG_FILE_NAME, ensure_home, resolve_home
 from fangwire.logs import LogHub
+from fangwire.models import ModelProvider
 from fangwire.plugins import PluginManager, create_plugin_manager
 from fangwire.redaction import Redactor
 from fangwire.secrets import ChosenBackend, SecretStore, SecretStoreError, choose_backend
@@ -103,6 +104,7 @@ class Runtime:
         self.auth_providers: list[AuthProvider] = []
         self.budget_policies: dict[str, BudgetPolicy] = {}
         self.audit_sinks: dict[str, AuditSink] = {}
+        self.model_providers: dict[str, ModelProvider] = {}
         self.routes: list[tuple[str, RouteSpec]] = []
         self._owners: dict[int, str] = {}
         self._build_registry()
@@ -177,6 +179,9 @@ class Runtime:
             hooks.register_budget_policies(), "policy_id", "budget policy"
         )
         self.audit_sinks = self._instantiate(hooks.register_audit_sinks(), "sink_id", "audit sink")
+        self.model_providers = self._instantiate(
+            hooks.register_model_providers(), "provider_id", "model provider"
+        )
         self.routes = self._collect_routes()
         self._prune_failed()
 
@@ -191,6 +196,7 @@ class Runtime:
         self.auth_providers = [p for p in self.auth_providers if alive(p)]
         self.budget_policies = {k: v for k, v in self.budget_policies.items() if alive(v)}
         self.audit_sinks = {k: v for k, v in self.audit_sinks.items() if alive(v)}
+        self.model_providers = {k: v for k, v in self.model_providers.items() if alive(v)}
         self.routes = [(owner, spec) for owner, spec in self.routes if self.pm.has_plugin(owner)]
 
     def _instantiate(
