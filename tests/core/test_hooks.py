@@ -255,7 +255,7 @@ async def test_hook_register_model_providers(make_runtime):
             text = request.messages[-1].content.upper()
             return Completion(text=text, usage=Usage(1, 1), model=request.model, provider="shouty")
 
-    class plugin:  # noqa: N801
+    class plugin:
         @staticmethod
         @hookimpl
         def register_model_providers(register):

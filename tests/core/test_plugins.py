@@ -326,6 +326,7 @@ def test_hookspec_list_is_the_documented_one():
                 "register_auth_providers",
                 "register_budget_policies",
                 "register_audit_sinks",
+                "register_model_providers",
                 "register_routes",
                 "configure_converter",
                 "startup",
