@@ -46,6 +46,8 @@ BUILTIN_PLUGINS: tuple[str, ...] = (
     "fangwire.defaults.logs_routes",
     "fangwire.defaults.audit_routes",
     "fangwire.defaults.security_routes",
+    "fangwire.defaults.provider_echo",
+    "fangwire.defaults.provider_openai",
 )
 
 PluginStatus = Literal["loaded", "failed", "disabled"]
