@@ -29,6 +29,13 @@ from fangwire.testing.fixtures import serve_client
 pytestmark = pytest.mark.anyio
 
 GENESIS = "0" * 64
+NO_AGENT = "[agents]\ndefault_agent = false\n"
+
+
+@pytest.fixture
+def runtime(make_runtime):
+    """A runtime whose log starts empty (no default agent spawned and audited)."""
+    return make_runtime(NO_AGENT)
 
 
 async def fill(runtime, n: int) -> list[AuditEntry]:
@@ -67,10 +74,10 @@ async def test_first_entry_and_documented_hash(runtime):
 
 
 async def test_entries_chain_and_survive_restart(make_runtime):
-    runtime = make_runtime()
+    runtime = make_runtime(NO_AGENT)
     async with runtime.serving():
         first = await fill(runtime, 5)
-    again = make_runtime()
+    again = make_runtime(NO_AGENT)
     async with again.serving():
         more = await fill(again, 2)
         entries, total = await again.audit.log.recent(10)
@@ -156,7 +163,9 @@ async def test_shutdown_signs_a_final_checkpoint_and_writes_the_anchor(runtime):
 
 
 async def test_checkpoints_follow_the_entry_count(make_runtime):
-    runtime = make_runtime("[audit]\ncheckpoint_every = 5\ncheckpoint_interval_seconds = 60\n")
+    runtime = make_runtime(
+        NO_AGENT + "[audit]\ncheckpoint_every = 5\ncheckpoint_interval_seconds = 60\n"
+    )
     async with runtime.serving():
         await fill(runtime, 12)
         with anyio.fail_after(10):
@@ -171,14 +180,14 @@ async def test_checkpoints_follow_the_entry_count(make_runtime):
 
 
 async def tampered_report(make_runtime, tamper) -> dict:
-    runtime = make_runtime()
+    runtime = make_runtime(NO_AGENT)
     async with runtime.serving():
         await fill(runtime, 10)
         await runtime.audit.checkpoints.checkpoint()
         await fill(runtime, 2)  # two entries past the last checkpoint
     with db(runtime) as conn:
         tamper(conn, runtime)
-    again = make_runtime()
+    again = make_runtime(NO_AGENT)
     async with again.serving():
         return (await again.audit.verify()).to_json()
 
@@ -286,17 +295,17 @@ async def test_verify_detects_a_deleted_anchor(make_runtime):
 
 
 async def test_restored_old_database_is_caught_by_the_anchor(make_runtime):
-    runtime = make_runtime()
+    runtime = make_runtime(NO_AGENT)
     async with runtime.serving():
         await fill(runtime, 3)
     old = (runtime.home / "fangwire.db").read_bytes()
-    again = make_runtime()
+    again = make_runtime(NO_AGENT)
     async with again.serving():
         await fill(again, 5)
     for suffix in ("-wal", "-shm"):
         (runtime.home / f"fangwire.db{suffix}").unlink(missing_ok=True)
     (runtime.home / "fangwire.db").write_bytes(old)
-    third = make_runtime()
+    third = make_runtime(NO_AGENT)
     async with third.serving():
         report = await third.audit.verify()
     assert report.status == "broken"
@@ -352,7 +361,7 @@ async def test_audit_needs_admin_and_denials_are_audited(make_runtime):
 
     pm = create_plugin_manager(environ={}, strict=True)
     pm.register_object(viewer_plugin, name="viewer_plugin")
-    runtime = make_runtime('api_key = "audit-key-0123456789"\n', pm=pm)
+    runtime = make_runtime('api_key = "audit-key-0123456789"\n' + NO_AGENT, pm=pm)
     async with serve_client(runtime, client=("203.0.113.9", 1)) as http:
         viewer = {"authorization": "Bearer viewer-token"}
         assert (await http.get("/api/audit/recent", headers=viewer)).status_code == 403
@@ -398,7 +407,7 @@ async def test_sinks_get_entries_and_failures_are_retried_and_reported(make_runt
     FlakySink.calls, FlakySink.received = 0, []
     pm = create_plugin_manager(environ={}, strict=True)
     pm.register_object(flaky_plugin, name="flaky_plugin")
-    runtime = make_runtime("[audit.sinks.jsonl]\nenabled = true\n", pm=pm)
+    runtime = make_runtime(NO_AGENT + "[audit.sinks.jsonl]\nenabled = true\n", pm=pm)
     runtime.audit.sinks._backoff = (0.01,)
     async with runtime.serving():
         await fill(runtime, 3)

@@ -61,6 +61,8 @@ async def test_systems_this_daemon_runs_are_active(runtime):
         "path_traversal_prevention",
         "prompt_injection_scanning",
         "subprocess_sandbox",
+        "session_repair",
+        "capability_inheritance_validation",
     ):
         assert systems[name] == "active", name
     assert details["path_traversal_prevention"]["used_by"] == ["audit sink jsonl"]
@@ -68,7 +70,7 @@ async def test_systems_this_daemon_runs_are_active(runtime):
     for name in ("ssrf_protection", "taint_tracking", "secret_zeroization"):
         assert systems[name] == "inactive", name
         assert "no component" in details[name]["reason"]
-    for name in ("wasm_dual_metering", "ofp_hmac_auth", "loop_guard", "session_repair"):
+    for name in ("wasm_dual_metering", "ofp_hmac_auth", "loop_guard"):
         assert systems[name] == "inactive", name
 
 

@@ -94,6 +94,14 @@ class AuditConfig:
 
 
 @attrs.frozen
+class AgentsConfig:
+    """``[agents]``."""
+
+    #: Create the ``assistant`` agent (offline ``echo`` provider) in a home that has none.
+    default_agent: bool = True
+
+
+@attrs.frozen
 class PluginsConfig:
     """``[plugins]``."""
 
@@ -141,11 +149,14 @@ class Config:
     logging: LoggingConfig = attrs.field(factory=LoggingConfig)
     plugins: PluginsConfig = attrs.field(factory=PluginsConfig)
     secrets: SecretsConfig = attrs.field(factory=SecretsConfig)
+    #: ``[usage_prices."<provider>/<model>"]``: price overrides for the model catalog.
+    usage_prices: Mapping[str, Mapping[str, Any]] = attrs.field(factory=dict)
     #: ``[providers.<id>]`` tables (base URLs, key names), validated by each model provider.
     providers: Mapping[str, Mapping[str, Any]] = attrs.field(factory=dict)
     #: ``[channels.<name>]`` tables, validated by each channel adapter.
     channels: Mapping[str, Mapping[str, Any]] = attrs.field(factory=dict)
     audit: AuditConfig = attrs.field(factory=AuditConfig)
+    agents: AgentsConfig = attrs.field(factory=AgentsConfig)
 
 
 class ConfigError(Exception):

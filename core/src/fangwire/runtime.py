@@ -21,6 +21,7 @@ import cattrs
 import httpx
 
 from fangwire import __version__
+from fangwire.agents import AgentRegistry
 from fangwire.audit import AuditSink
 from fangwire.auditlog.service import AuditService
 from fangwire.auth import AuthProvider
@@ -40,6 +41,7 @@ from fangwire.security.registry import SecurityRegistry
 from fangwire.store import Store, open_store
 from fangwire.store.core_migrations import CORE_MIGRATIONS
 from fangwire.transports import Transport
+from fangwire.usage import USAGE_MIGRATIONS, ModelCatalog, UsageMeter
 
 if TYPE_CHECKING:
     from keyring.backend import KeyringBackend
@@ -89,6 +91,12 @@ class Runtime:
         self.log_hub = log_hub
         self.bus = Bus()
         self.security = SecurityRegistry()
+        try:
+            self.catalog = ModelCatalog(config.usage_prices, source="usage_prices")
+        except ValueError as exc:
+            raise ConfigError(f"config.toml: {exc}") from exc
+        self.usage = UsageMeter(store, self.catalog)
+        self.agents = AgentRegistry(self)
         self.audit = AuditService(
             store=store,
             home=home,
@@ -109,6 +117,8 @@ class Runtime:
         self._owners: dict[int, str] = {}
         self._build_registry()
         register_core_probes(self)
+        self.security.register("session_repair", self.agents.repair_state)
+        self.security.register("capability_inheritance_validation", self.agents.inheritance_state)
 
     # -- construction -------------------------------------------------------------------
 
@@ -311,6 +321,8 @@ class Runtime:
             stack.push_async_callback(self.store.close)
             await self.store.migrate(CORE_MIGRATIONS)
             await stack.enter_async_context(self.audit.running())
+            await self.store.migrate(USAGE_MIGRATIONS)
+            await self.agents.open()
             self._http = await stack.enter_async_context(
                 httpx.AsyncClient(timeout=HTTP_TIMEOUT, follow_redirects=False)
             )
