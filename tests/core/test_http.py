@@ -237,3 +237,32 @@ async def test_cors_allows_configured_origin_only(test_runtime, make_client):
         assert ok.headers["access-control-allow-origin"] == "https://ui.example"
         other = await http.get("/api/health", headers={"origin": "https://evil.example"})
         assert "access-control-allow-origin" not in other.headers
+
+
+async def test_one_path_with_several_methods(make_runtime, make_client):
+    from starlette.responses import JSONResponse
+
+    from fangwire.hookspecs import hookimpl
+    from fangwire.http.routes import RouteSpec
+
+    async def read(request):
+        return JSONResponse({"did": "read"})
+
+    async def write(request):
+        return JSONResponse({"did": "write"})
+
+    class plugin:
+        @staticmethod
+        @hookimpl
+        def register_routes(register):
+            register(RouteSpec("/things", read, name="things_read"))
+            register(RouteSpec("/things", write, methods=("POST",), name="things_write"))
+
+    pm = create_plugin_manager(load_entrypoints=False, environ={}, strict=True)
+    pm.register_object(plugin, name="things")
+    async with make_client(make_runtime(pm=pm)) as http:
+        assert (await http.get("/api/things")).json() == {"did": "read"}
+        assert (await http.post("/api/things")).json() == {"did": "write"}
+        refused = await http.delete("/api/things")
+        assert refused.status_code == 405
+        assert set(refused.headers["allow"].split(", ")) == {"GET", "HEAD", "POST"}

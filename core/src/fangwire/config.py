@@ -20,6 +20,7 @@ from typing import Any, Literal
 
 import attrs
 import cattrs
+from cattrs.cols import homogenous_tuple_structure_factory, list_structure_factory
 from cattrs.errors import ClassValidationError, ForbiddenExtraKeysError, IterableValidationError
 from cattrs.gen import make_dict_structure_fn
 
@@ -223,7 +224,27 @@ def make_converter() -> cattrs.Converter:
 
         return hook
 
+    def sequence_factory(tp: Any) -> Any:
+        # cattrs would happily turn the string "abc" into ["a", "b", "c"]; JSON lists only.
+        if typing.get_origin(tp) is list:
+            inner_hook = list_structure_factory(tp, converter)
+        else:
+            inner_hook = homogenous_tuple_structure_factory(tp, converter)
+
+        def hook(value: Any, target: Any) -> Any:
+            if not isinstance(value, list | tuple):
+                raise TypeError(f"expected a list, got {_describe(value)}")
+            return inner_hook(value, target)
+
+        return hook
+
     converter.register_structure_hook_factory(attrs.has, attrs_factory)
+    def is_homogeneous_sequence(tp: Any) -> bool:
+        origin: Any = typing.get_origin(tp)
+        args = typing.get_args(tp)
+        return origin is list or (origin is tuple and len(args) == 2 and args[1] is Ellipsis)
+
+    converter.register_structure_hook_factory(is_homogeneous_sequence, sequence_factory)
     converter.register_structure_hook_factory(
         lambda tp: typing.cast(Any, typing.get_origin(tp)) is Literal, literal_factory
     )

@@ -46,8 +46,10 @@ BUILTIN_PLUGINS: tuple[str, ...] = (
     "fangwire.defaults.logs_routes",
     "fangwire.defaults.audit_routes",
     "fangwire.defaults.security_routes",
+    "fangwire.defaults.agent_routes",
     "fangwire.defaults.provider_echo",
     "fangwire.defaults.provider_openai",
+    "fangwire.defaults.usage_routes",
 )
 
 PluginStatus = Literal["loaded", "failed", "disabled"]

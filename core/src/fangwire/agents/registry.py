@@ -22,6 +22,8 @@ from fangwire.agents.model import Agent, AgentLimits
 from fangwire.agents.repair import RepairStats, repair_history
 from fangwire.agents.schema import AGENT_MIGRATIONS
 from fangwire.auditlog.encoding import audit_timestamp
+from fangwire.budget import BudgetAction
+from fangwire.budgeting import gate_for
 from fangwire.bus import BusEvent
 from fangwire.models import ChatMessage, CompletionRequest, ModelError, Usage
 from fangwire.security.registry import SystemState
@@ -31,6 +33,8 @@ if TYPE_CHECKING:
 
 #: Messages of history sent with each call (the newest ones).
 HISTORY_WINDOW = 40
+#: Output tokens reserved against budgets when the agent sets no cap.
+ESTIMATED_OUTPUT_TOKENS = 512
 
 
 class AgentNotFound(LookupError):
@@ -121,9 +125,7 @@ class AgentRegistry:
 
     # -- changing -----------------------------------------------------------------------------
 
-    async def spawn(
-        self, spec: AgentSpec, *, actor: str, parent_id: str | None = None
-    ) -> Agent:
+    async def spawn(self, spec: AgentSpec, *, actor: str, parent_id: str | None = None) -> Agent:
         """Create an agent. Raises ``ValueError`` for an unknown provider,
         :class:`AgentNotFound` for an unknown parent and :class:`CapabilityDenied`."""
         provider = self.runtime.model_providers.get(spec.provider)
@@ -202,8 +204,7 @@ class AgentRegistry:
 
     async def history(self, agent_id: str, limit: int = HISTORY_WINDOW) -> list[ChatMessage]:
         rows = await self.runtime.store.fetch_all(
-            "SELECT role, content FROM agent_messages WHERE agent_id = ?"
-            " ORDER BY id DESC LIMIT ?",
+            "SELECT role, content FROM agent_messages WHERE agent_id = ? ORDER BY id DESC LIMIT ?",
             (agent_id, limit),
         )
         return [ChatMessage(role=r["role"], content=r["content"]) for r in reversed(rows)]
@@ -235,10 +236,12 @@ class AgentRegistry:
             max_tokens=agent.limits.max_tokens_per_call,
             settings=self._settings(agent),
         )
+        reservation = await gate_for(self.runtime).reserve(self._estimate(agent, messages))
         started = time.perf_counter()
         try:
             completion = await provider.complete(request)
         except ModelError as exc:
+            reservation.release()
             self.runtime.bus.publish(
                 BusEvent(
                     kind="agent_message",
@@ -246,15 +249,23 @@ class AgentRegistry:
                 )
             )
             raise AgentCallFailed(exc.reason, status=exc.status) from exc
+        except BaseException:
+            reservation.release()
+            raise
         latency_ms = (time.perf_counter() - started) * 1000
-        event = await self.runtime.usage.record(
-            agent_id=agent.id,
-            provider=agent.provider,
-            model=agent.model,
-            usage=completion.usage,
-            latency_ms=latency_ms,
-            channel=channel,
-        )
+        try:
+            event = await self.runtime.usage.record(
+                agent_id=agent.id,
+                provider=agent.provider,
+                model=agent.model,
+                usage=completion.usage,
+                latency_ms=latency_ms,
+                channel=channel,
+            )
+        except BaseException:
+            reservation.release()
+            raise
+        reservation.settle(event.cost_usd, completion.usage.total_tokens)
         stamp = audit_timestamp()
         await self.runtime.store.write(
             lambda conn: conn.executemany(
@@ -283,6 +294,20 @@ class AgentRegistry:
             latency_ms=latency_ms,
             model=agent.model,
             provider=agent.provider,
+        )
+
+    def _estimate(self, agent: Agent, messages: Sequence[ChatMessage]) -> BudgetAction:
+        """What the call will probably cost, reserved against budgets before it runs:
+        about four characters per input token, and the output cap (or 512 tokens)."""
+        input_tokens = sum(len(m.content) for m in messages) // 4 + 4 * len(messages)
+        output_tokens = agent.limits.max_tokens_per_call or ESTIMATED_OUTPUT_TOKENS
+        price, _ = self.runtime.catalog.price(agent.provider, agent.model)
+        cost = self.runtime.catalog.cost(Usage(input_tokens, output_tokens), price)
+        return BudgetAction(
+            kind="model_call",
+            agent_id=agent.id,
+            estimated_tokens=input_tokens + output_tokens,
+            estimated_cost_usd=cost,
         )
 
     def _settings(self, agent: Agent) -> Mapping[str, Any]:

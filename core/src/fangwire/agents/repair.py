@@ -50,7 +50,9 @@ def repair_history(
             continue
         previous = repaired[-1] if repaired else None
         if previous is not None and previous.role == message.role and message.role != "tool":
-            repaired[-1] = attrs.evolve(previous, content=previous.content + "\n\n" + message.content)
+            repaired[-1] = attrs.evolve(
+                previous, content=previous.content + "\n\n" + message.content
+            )
             merged += 1
             continue
         repaired.append(message)

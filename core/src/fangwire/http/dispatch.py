@@ -28,10 +28,10 @@ class Dispatcher:
     def __init__(self, routes: Sequence[Route], router: Router) -> None:
         self.router = router
         self._dynamic = [route for route in routes if "{" in route.path]
-        self._static: dict[str, Route] = {}
+        self._static: dict[str, list[Route]] = {}
         for route in routes:
             if "{" not in route.path:
-                self._static.setdefault(route.path, route)
+                self._static.setdefault(route.path, []).append(route)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -72,13 +72,15 @@ class Dispatcher:
         """The route for this request, or ``None`` and the methods the path does allow."""
         method = scope["method"]
         static = self._static.get(scope["path"]) if not scope.get("root_path") else None
-        if static is not None:
-            methods = static.methods or set()
-            if method in methods:
-                scope["path_params"] = {}
-                return static, set()
-            return None, set(methods)
         allowed: set[str] = set()
+        if static is not None:
+            for route in static:
+                methods = route.methods or set()
+                if method in methods:
+                    scope["path_params"] = {}
+                    return route, set()
+                allowed |= methods
+            return None, allowed
         for route in self._dynamic:
             match, child_scope = route.matches(scope)
             if match is Match.FULL:
