@@ -63,6 +63,7 @@ async def test_systems_this_daemon_runs_are_active(runtime):
         "subprocess_sandbox",
         "session_repair",
         "capability_inheritance_validation",
+        "loop_guard",
     ):
         assert systems[name] == "active", name
     assert details["path_traversal_prevention"]["used_by"] == ["audit sink jsonl"]
@@ -70,7 +71,7 @@ async def test_systems_this_daemon_runs_are_active(runtime):
     for name in ("ssrf_protection", "taint_tracking", "secret_zeroization"):
         assert systems[name] == "inactive", name
         assert "no component" in details[name]["reason"]
-    for name in ("wasm_dual_metering", "ofp_hmac_auth", "loop_guard"):
+    for name in ("wasm_dual_metering", "ofp_hmac_auth"):
         assert systems[name] == "inactive", name
 
 

@@ -50,6 +50,7 @@ BUILTIN_PLUGINS: tuple[str, ...] = (
     "fangwire.defaults.provider_echo",
     "fangwire.defaults.provider_openai",
     "fangwire.defaults.usage_routes",
+    "fangwire.defaults.comms_routes",
 )
 
 PluginStatus = Literal["loaded", "failed", "disabled"]
