@@ -21,6 +21,9 @@ from pathlib import Path
 _HERE = os.path.dirname(os.path.realpath(__file__))
 sys.path[:] = [p for p in sys.path if os.path.realpath(p or ".") != _HERE]
 
+import collections  # noqa: E402
+import itertools  # noqa: E402
+
 import anyio  # noqa: E402
 import httpx  # noqa: E402
 
@@ -30,13 +33,22 @@ from fangwire.budgeting import gate_for  # noqa: E402
 from fangwire.runtime import Runtime  # noqa: E402
 from fangwire.secrets import MemoryKeyring  # noqa: E402
 
+SERIAL = itertools.count()
+FAILURES: collections.Counter[str] = collections.Counter()
+
 
 async def sender(http: httpx.AsyncClient, to: str, deadline: float, counts: list[int]) -> None:
     while time.perf_counter() < deadline:
+        # Distinct texts: the loop guard rightly stops the same message repeated.
+        text = f"hello there {next(SERIAL)}"
         response = await http.post(
-            "/api/comms/send", json={"to": to, "content": "hello there", "from": "bench"}
+            "/api/comms/send", json={"to": to, "content": text, "from": "bench"}
         )
-        counts[0 if response.status_code == 200 else 1] += 1
+        if response.status_code == 200:
+            counts[0] += 1
+        else:
+            counts[1] += 1
+            FAILURES[f"{response.status_code} {response.json()['error']['code']}"] += 1
 
 
 async def main(seconds: float, concurrency: int) -> None:
@@ -57,7 +69,9 @@ async def main(seconds: float, concurrency: int) -> None:
             elapsed = time.perf_counter() - started
             print(
                 f"comms/send to echo, {concurrency} concurrent: {counts[0] / elapsed:,.0f} "
-                f"messages/s ({counts[0]:,} ok, {counts[1]:,} failed)"
+                f"messages/s ({counts[0]:,} ok, {counts[1]:,} failed"
+                + (f": {dict(FAILURES)}" if FAILURES else "")
+                + ")"
             )
             gate = gate_for(runtime)
             action = BudgetAction(kind="model_call", agent_id=agent["id"], estimated_cost_usd=1e-6)

@@ -451,3 +451,12 @@ async def test_acknowledged_writes_survive_sigkill(tmp_path: Path) -> None:
         present = {r["id"] for r in await s.fetch_all("SELECT id FROM t")}
     assert acked
     assert acked <= present
+
+
+@pytest.mark.anyio
+async def test_a_write_job_returning_a_cursor_is_refused(tmp_path):
+    async with SQLiteStore(tmp_path / "cursor.db") as store:
+        await store.execute("CREATE TABLE t (x INTEGER)")
+        with pytest.raises(TypeError, match="must not return a cursor"):
+            await store.write(lambda conn: conn.execute("INSERT INTO t VALUES (1)"))
+        assert await store.fetch_all("SELECT x FROM t") == []

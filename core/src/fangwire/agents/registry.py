@@ -11,6 +11,7 @@ its parent's; such a spawn is refused (:class:`CapabilityDenied`) and audited.
 from __future__ import annotations
 
 import json
+import sqlite3
 import time
 import uuid
 from collections.abc import Mapping, Sequence
@@ -267,13 +268,17 @@ class AgentRegistry:
             raise
         reservation.settle(event.cost_usd, completion.usage.total_tokens)
         stamp = audit_timestamp()
-        await self.runtime.store.write(
-            lambda conn: conn.executemany(
+        rows = [(agent.id, "user", text, stamp), (agent.id, "assistant", completion.text, stamp)]
+
+        def store_turn(conn: sqlite3.Connection) -> None:
+            # Return nothing: a cursor must never leave the writer thread.
+            conn.executemany(
                 "INSERT INTO agent_messages (agent_id, role, content, timestamp)"
                 " VALUES (?, ?, ?, ?)",
-                [(agent.id, "user", text, stamp), (agent.id, "assistant", completion.text, stamp)],
+                rows,
             )
-        )
+
+        await self.runtime.store.write(store_turn)
         self.runtime.bus.publish(
             BusEvent(
                 kind="agent_message",

@@ -163,6 +163,10 @@ class LimitStore:
     def __init__(self, runtime: Runtime) -> None:
         self.runtime = runtime
         self._migrated_store: object | None = None
+        # Limits change only through the setters below, so reads are served from memory: the
+        # check runs before every model call and must not cost a database round trip.
+        self._global: Limits | None = None
+        self._agents: dict[str, tuple[Limits, str]] = {}
 
     async def ready(self) -> None:
         store = self.runtime.store
@@ -171,14 +175,19 @@ class LimitStore:
             self._migrated_store = store
 
     async def global_limits(self) -> Limits:
+        if self._global is not None and self._migrated_store is self.runtime.store:
+            return self._global
         await self.ready()
         row = await self.runtime.store.fetch_one("SELECT * FROM budget_global WHERE id = 1")
-        if row is None:
-            return Limits()
-        return _limits_from_row(row, threshold=row["alert_threshold"])
+        limits = (
+            Limits() if row is None else _limits_from_row(row, threshold=row["alert_threshold"])
+        )
+        self._global = limits
+        return limits
 
     async def set_global_limits(self, limits: Limits) -> None:
         await self.ready()
+        self._global = None
         await self.runtime.store.execute(
             """
             INSERT INTO budget_global (id, hourly_limit_usd, daily_limit_usd, monthly_limit_usd,
@@ -212,6 +221,15 @@ class LimitStore:
     async def agent_limits(self, agent_id: str) -> tuple[Limits, str]:
         """The limits ``agent_id`` is held to and where they come from (``budget``: set through
         the API; ``manifest``: the agent's own limits; ``none``: unknown agent)."""
+        cached = self._agents.get(agent_id)
+        if cached is not None and self._migrated_store is self.runtime.store:
+            return cached
+        result = await self._load_agent_limits(agent_id)
+        if result[1] != "none":  # an agent spawned later must not inherit a cached "none"
+            self._agents[agent_id] = result
+        return result
+
+    async def _load_agent_limits(self, agent_id: str) -> tuple[Limits, str]:
         stored = await self.stored_agent_limits(agent_id)
         if stored is not None:
             return stored, "budget"
@@ -228,6 +246,7 @@ class LimitStore:
 
     async def set_agent_limits(self, agent_id: str, limits: Limits) -> None:
         await self.ready()
+        self._agents.pop(agent_id, None)
         await self.runtime.store.execute(
             """
             INSERT INTO budget_agent_limits (agent_id, hourly_limit_usd, daily_limit_usd,

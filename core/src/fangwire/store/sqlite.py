@@ -395,6 +395,11 @@ class _Writer:
         self._in_job = True
         try:
             job.result = job.fn(self._conn)
+            if isinstance(job.result, sqlite3.Cursor):
+                # A cursor used from another thread corrupts the connection's state.
+                job.result.close()
+                job.result = None
+                raise TypeError("write jobs must not return a cursor (return rows or None)")
         except BaseException as exc:
             if self._violation:
                 err = StoreError("write jobs must not begin, commit or roll back transactions")
