@@ -26,6 +26,7 @@ from fangwire.audit import AuditSink
 from fangwire.auditlog.service import AuditService
 from fangwire.auth import AuthProvider
 from fangwire.budget import BudgetPolicy
+from fangwire.budgeting.gate import BudgetGate
 from fangwire.bus import Bus
 from fangwire.channels import ChannelAdapter
 from fangwire.config import Config, ConfigError, make_converter
@@ -97,6 +98,7 @@ class Runtime:
             raise ConfigError(f"config.toml: {exc}") from exc
         self.usage = UsageMeter(store, self.catalog)
         self.agents = AgentRegistry(self)
+        self.budget = BudgetGate(self)
         self.audit = AuditService(
             store=store,
             home=home,

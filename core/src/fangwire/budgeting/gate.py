@@ -23,7 +23,6 @@ from __future__ import annotations
 import itertools
 import logging
 import math
-import weakref
 from collections.abc import Generator
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
@@ -238,12 +237,6 @@ class BudgetGate:
         self._active.pop(reservation.id, None)
 
 
-_GATES: weakref.WeakKeyDictionary[Runtime, BudgetGate] = weakref.WeakKeyDictionary()
-
-
 def gate_for(runtime: Runtime) -> BudgetGate:
-    """The one budget gate of ``runtime`` (created on first use)."""
-    gate = _GATES.get(runtime)
-    if gate is None:
-        gate = _GATES[runtime] = BudgetGate(runtime)
-    return gate
+    """The one budget gate of ``runtime`` (``runtime.budget``)."""
+    return runtime.budget
