@@ -88,6 +88,9 @@ class AgentRegistry:
     def __init__(self, runtime: Runtime) -> None:
         self.runtime = runtime
         self.repairs = RepairStats()
+        # This process is the only writer of the agents table, so agents read once are served
+        # from memory (every message looks its agent up several times).
+        self._cache: dict[str, Agent] = {}
         self.inheritance_checks = 0
         self.inheritance_denials = 0
 
@@ -102,8 +105,14 @@ class AgentRegistry:
     # -- reading ------------------------------------------------------------------------------
 
     async def get(self, agent_id: str) -> Agent | None:
+        cached = self._cache.get(agent_id)
+        if cached is not None:
+            return cached
         row = await self.runtime.store.fetch_one("SELECT * FROM agents WHERE id = ?", (agent_id,))
-        return None if row is None else Agent.from_row(row, self.runtime.converter)
+        if row is None:
+            return None
+        agent = self._cache[agent_id] = Agent.from_row(row, self.runtime.converter)
+        return agent
 
     async def all(self, *, include_terminated: bool = False) -> list[Agent]:
         where = "" if include_terminated else "WHERE state != 'terminated'"
@@ -117,6 +126,11 @@ class AgentRegistry:
         agent = await self.get(name_or_id)
         if agent is not None:
             return agent
+        named = [
+            a for a in self._cache.values() if a.name == name_or_id and a.state != "terminated"
+        ]
+        if named:
+            return max(named, key=lambda a: a.created_at)
         row = await self.runtime.store.fetch_one(
             "SELECT * FROM agents WHERE name = ? AND state != 'terminated'"
             " ORDER BY created_at DESC LIMIT 1",
@@ -162,6 +176,7 @@ class AgentRegistry:
             (agent.id, agent.name, json.dumps(spec_json), agent.state, parent_id,
              agent.created_at),
         )  # fmt: skip
+        self._cache[agent.id] = agent
         self.runtime.bus.publish(
             BusEvent(kind="agent_spawned", payload={"agent_id": agent.id, "name": agent.name})
         )
@@ -196,10 +211,11 @@ class AgentRegistry:
         await self.runtime.store.execute(
             "UPDATE agents SET state = 'terminated' WHERE id = ?", (agent_id,)
         )
+        terminated = self._cache[agent_id] = attrs.evolve(agent, state="terminated")
         self.runtime.bus.publish(
             BusEvent(kind="agent_terminated", payload={"agent_id": agent_id, "name": agent.name})
         )
-        return attrs.evolve(agent, state="terminated")
+        return terminated
 
     # -- talking ------------------------------------------------------------------------------
 
