@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import json
-
 import anyio
 import httpx
 import pytest
@@ -13,6 +11,7 @@ from fangwire.app import create_app
 from fangwire.bus import BusEvent
 from fangwire.defaults import comms_routes
 from fangwire.testing.live import live_server
+from fangwire.testing.sse import read_events
 
 pytestmark = pytest.mark.anyio
 
@@ -86,23 +85,6 @@ async def test_retention_trims_old_rows(runtime, app_client, monkeypatch):
     body = await events_of(app_client)
     assert body["total"] == 3
     assert [e["source_id"] for e in body["events"]] == ["x5", "x4", "x3"]
-
-
-async def read_events(response, want):
-    events, current = [], {}
-    async for line in response.aiter_lines():
-        if line.startswith(":"):
-            continue
-        if line.startswith("id:"):
-            current["id"] = line[3:].strip()
-        elif line.startswith("data:"):
-            current["data"] = json.loads(line[5:].strip())
-        elif line == "" and current:
-            events.append(current)
-            current = {}
-            if len(events) >= want:
-                return events
-    return events
 
 
 async def test_stream_sends_new_events_and_resumes(make_runtime, monkeypatch):

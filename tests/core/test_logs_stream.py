@@ -12,6 +12,7 @@ import pytest
 from fangwire.app import create_app
 from fangwire.defaults import logs_routes
 from fangwire.testing.live import live_server
+from fangwire.testing.sse import read_events
 
 pytestmark = pytest.mark.anyio
 
@@ -30,29 +31,6 @@ async def stream_url(make_runtime, monkeypatch):
             yield url
     finally:
         logging.getLogger("fangwire").removeHandler(runtime.log_hub.handler)
-
-
-async def read_events(response: httpx.Response, want: int, *, comments: list[str] | None = None):
-    """Collect ``want`` data events (and comment lines) from an SSE response."""
-    events: list[dict] = []
-    current: dict = {}
-    async for line in response.aiter_lines():
-        if line.startswith(":"):
-            if comments is not None:
-                comments.append(line)
-                if want == 0:
-                    return events
-            continue
-        if line.startswith("id:"):
-            current["id"] = line[3:].strip()
-        elif line.startswith("data:"):
-            current["data"] = json.loads(line[5:].strip())
-        elif line == "" and current:
-            events.append(current)
-            current = {}
-            if len(events) >= want:
-                return events
-    return events
 
 
 async def emit_later(*records: tuple[int, str]) -> None:
