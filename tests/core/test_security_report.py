@@ -133,3 +133,20 @@ def test_registry_rules():
     registry.register("loop_guard", broken)
     assert registry.state("loop_guard").details["reason"] == "its probe failed: RuntimeError"
     assert registry.report()["all_active"] is False
+
+
+async def test_agent_systems_are_inactive_while_the_registry_is_closed(runtime):
+    assert runtime.security.state("session_repair").status == "inactive"
+    async with runtime.serving():
+        assert runtime.security.state("session_repair").status == "active"
+        assert runtime.security.state("capability_inheritance_validation").status == "active"
+    assert runtime.security.state("capability_inheritance_validation").status == "inactive"
+
+
+def test_headers_are_claimed_only_with_the_envelope_middleware(runtime):
+    from fangwire.app import create_app
+
+    app = create_app(runtime)
+    assert runtime.security.state("security_headers").status == "active"
+    app.user_middleware.clear()
+    assert runtime.security.state("security_headers").status == "inactive"

@@ -82,7 +82,7 @@ async def test_migrations_applied_once_and_idempotent(tmp_path: Path) -> None:
         rows = await s.fetch_all("SELECT * FROM fangwire_schema")
         assert len(rows) == 1
         assert rows[0]["component"] == "core"
-        assert rows[0]["applied_at"].endswith("+00:00")
+        assert rows[0]["applied_at"].endswith("Z")
     async with open_store(tmp_path) as s:
         assert s.schema_versions == {"core": 1}
         assert await s.migrate(CORE_MIGRATIONS) == []

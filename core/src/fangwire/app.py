@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
@@ -76,8 +77,11 @@ def _body_limit(spec: RouteSpec, runtime: Runtime) -> int:
     }[spec.body]
 
 
-def _headers_probe() -> SystemState:
-    # The envelope middleware is always the outermost layer of this app.
+def _headers_probe(app: Starlette) -> SystemState:
+    """Active while the app's outermost middleware is the one that adds the headers."""
+    outermost: Any = app.user_middleware[0].cls if app.user_middleware else None
+    if outermost is not EnvelopeMiddleware:
+        return SystemState("inactive", {"reason": "the envelope middleware is not installed"})
     return SystemState("active", {"headers": [name.decode() for name, _ in SECURITY_HEADERS]})
 
 
@@ -140,10 +144,10 @@ def create_app(runtime: Runtime) -> Starlette:
         async with runtime.serving():
             yield
 
-    runtime.security.register("security_headers", _headers_probe)
-    runtime.security.register("gcra_rate_limiter", lambda: _limiter_probe(runtime))
     router = Router(routes=list(routes), lifespan=lifespan, redirect_slashes=False)
     app = FangwireApp(middleware=middleware, lifespan=lifespan)
+    runtime.security.register("security_headers", lambda: _headers_probe(app))
+    runtime.security.register("gcra_rate_limiter", lambda: _limiter_probe(runtime))
     app.router = router
     app.dispatcher = Dispatcher(routes, router)
     app.state.runtime = runtime

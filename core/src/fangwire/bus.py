@@ -11,16 +11,12 @@ import itertools
 import uuid
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
-from datetime import UTC, datetime
 from typing import Any
 
 import anyio
 import attrs
 
-
-def utc_now_rfc3339() -> str:
-    """The current UTC time as an RFC 3339 string with millisecond precision."""
-    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+from fangwire.timeutil import rfc3339
 
 
 @attrs.frozen
@@ -30,7 +26,7 @@ class BusEvent:
     kind: str
     payload: Mapping[str, Any]
     id: str = attrs.field(factory=lambda: uuid.uuid4().hex)
-    timestamp: str = attrs.field(factory=utc_now_rfc3339)
+    timestamp: str = attrs.field(factory=lambda: rfc3339(timespec="milliseconds"))
 
 
 @attrs.define

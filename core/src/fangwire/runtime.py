@@ -325,6 +325,7 @@ class Runtime:
             await stack.enter_async_context(self.audit.running())
             await self.store.migrate(USAGE_MIGRATIONS)
             await self.agents.open()
+            stack.callback(self.agents.close)
             self._http = await stack.enter_async_context(
                 httpx.AsyncClient(timeout=HTTP_TIMEOUT, follow_redirects=False)
             )

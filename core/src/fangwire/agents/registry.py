@@ -22,12 +22,12 @@ import attrs
 from fangwire.agents.model import Agent, AgentLimits
 from fangwire.agents.repair import RepairStats, repair_history
 from fangwire.agents.schema import AGENT_MIGRATIONS
-from fangwire.auditlog.encoding import audit_timestamp
 from fangwire.budget import BudgetAction
 from fangwire.budgeting import gate_for
 from fangwire.bus import BusEvent
 from fangwire.models import ChatMessage, CompletionRequest, ModelError, Usage
 from fangwire.security.registry import SystemState
+from fangwire.timeutil import rfc3339
 
 if TYPE_CHECKING:
     from fangwire.runtime import Runtime
@@ -93,6 +93,7 @@ class AgentRegistry:
         self._cache: dict[str, Agent] = {}
         self.inheritance_checks = 0
         self.inheritance_denials = 0
+        self._open = False
 
     # -- lifecycle ----------------------------------------------------------------------------
 
@@ -101,6 +102,11 @@ class AgentRegistry:
         row = await self.runtime.store.fetch_one("SELECT COUNT(*) AS n FROM agents")
         if row is not None and row["n"] == 0 and self.runtime.config.agents.default_agent:
             await self.spawn(DEFAULT_AGENT, actor="system")
+        self._open = True
+
+    def close(self) -> None:
+        self._open = False
+        self._cache.clear()
 
     # -- reading ------------------------------------------------------------------------------
 
@@ -159,7 +165,7 @@ class AgentRegistry:
             skills=tuple(spec.skills),
             limits=spec.limits,
             parent_id=parent_id,
-            created_at=audit_timestamp(),
+            created_at=rfc3339(),
         )
         await self.runtime.audit.record(
             "agent_spawned",
@@ -283,7 +289,7 @@ class AgentRegistry:
             reservation.release()
             raise
         reservation.settle(event.cost_usd, completion.usage.total_tokens)
-        stamp = audit_timestamp()
+        stamp = rfc3339()
         rows = [(agent.id, "user", text, stamp), (agent.id, "assistant", completion.text, stamp)]
 
         def store_turn(conn: sqlite3.Connection) -> None:
@@ -336,10 +342,16 @@ class AgentRegistry:
 
     # -- security report ----------------------------------------------------------------------
 
+    # Both run inside message() and spawn(), which serve only while the registry is open.
+
     def repair_state(self) -> SystemState:
+        if not self._open:
+            return SystemState("inactive", {"reason": "the agent registry is not open"})
         return SystemState("active", self.repairs.to_json())
 
     def inheritance_state(self) -> SystemState:
+        if not self._open:
+            return SystemState("inactive", {"reason": "the agent registry is not open"})
         return SystemState(
             "active",
             {"checks": self.inheritance_checks, "denials": self.inheritance_denials},
@@ -370,7 +382,3 @@ def spec_from_manifest(text: str) -> dict[str, Any]:
     if "system_prompt" not in body and isinstance(model.get("system_prompt"), str):
         body["system_prompt"] = model["system_prompt"]
     return {k: v for k, v in body.items() if v is not None}
-
-
-def names(agents: Sequence[Agent]) -> dict[str, str]:
-    return {agent.id: agent.name for agent in agents}

@@ -46,6 +46,7 @@ from cryptography.hazmat.primitives.serialization import (
 )
 
 from fangwire.auditlog.merkle import HASH_SIZE
+from fangwire.timeutil import rfc3339
 
 __all__ = [
     "Checkpoint",
@@ -77,10 +78,7 @@ class CheckpointError(Exception):
 
 def utc_timestamp(now: dt.datetime | None = None) -> str:
     """RFC 3339 UTC timestamp with microseconds, e.g. ``2024-01-02T03:04:05.678901Z``."""
-    now = now if now is not None else dt.datetime.now(dt.UTC)
-    if now.tzinfo is None:
-        raise ValueError("naive datetime")
-    return now.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    return rfc3339(now)
 
 
 def _utf8_ok(value: str) -> bool:

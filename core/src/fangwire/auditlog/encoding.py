@@ -24,8 +24,10 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Mapping
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
+
+from fangwire.timeutil import rfc3339
 
 GENESIS_HASH = bytes(32)
 
@@ -39,8 +41,7 @@ def canonical_json(value: Any) -> bytes:
 
 def audit_timestamp(moment: datetime | None = None) -> str:
     """RFC 3339 UTC with microseconds, e.g. ``2026-11-29T08:00:00.123456Z``."""
-    moment = (moment or datetime.now(UTC)).astimezone(UTC)
-    return moment.replace(tzinfo=None).isoformat(timespec="microseconds") + "Z"
+    return rfc3339(moment, timespec="microseconds")
 
 
 def entry_body(

@@ -18,11 +18,11 @@ import anyio
 from anyio.abc import TaskGroup
 
 from fangwire.agents import Agent, AgentCallFailed, AgentNotFound
-from fangwire.auditlog.encoding import audit_timestamp
 from fangwire.bus import BusEvent
 from fangwire.comms.events import CommsEvents
 from fangwire.comms.loopguard import LoopGuard
 from fangwire.comms.schema import COMMS_MIGRATIONS
+from fangwire.timeutil import rfc3339
 
 if TYPE_CHECKING:
     from fangwire.runtime import Runtime
@@ -132,7 +132,7 @@ class Comms:
         if self._tg is None:
             raise RuntimeError("the comms service is not running")
         task_id = str(uuid.uuid4())
-        now = audit_timestamp()
+        now = rfc3339()
         await self.runtime.store.execute(
             "INSERT INTO comms_tasks (id, title, description, assigned_to, status, created_by,"
             " created_at, updated_at) VALUES (?, ?, ?, ?, 'posted', ?, ?, ?)",
@@ -162,7 +162,7 @@ class Comms:
         await self.runtime.store.execute(
             "UPDATE comms_tasks SET status = ?, updated_at = ?, result = COALESCE(?, result),"
             " error = COALESCE(?, error) WHERE id = ?",
-            (status, audit_timestamp(), result, error, task_id),
+            (status, rfc3339(), result, error, task_id),
         )
 
     async def _run_task(

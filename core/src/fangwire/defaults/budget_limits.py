@@ -27,6 +27,7 @@ import attrs
 from fangwire.budget import BudgetAction, BudgetDecision, BudgetPolicy, Pending
 from fangwire.hookspecs import hookimpl
 from fangwire.store import Migration
+from fangwire.timeutil import rfc3339, utc_now
 
 if TYPE_CHECKING:
     from fangwire.runtime import Runtime
@@ -66,10 +67,6 @@ WINDOWS: Final[tuple[Window, ...]] = ("hourly", "daily", "monthly")
 Status = Literal["ok", "warning", "exceeded"]
 
 _MONEY_DECIMALS: Final = 6
-
-
-def _utc_now() -> datetime:
-    return datetime.now(UTC)
 
 
 def _money(value: float) -> float:
@@ -207,7 +204,7 @@ class LimitStore:
                 limits.monthly_limit_usd,
                 limits.hourly_token_limit,
                 limits.alert_threshold,
-                _utc_now().isoformat(),
+                rfc3339(),
             ),
         )
 
@@ -265,7 +262,7 @@ class LimitStore:
                 limits.daily_limit_usd,
                 limits.monthly_limit_usd,
                 limits.hourly_token_limit,
-                _utc_now().isoformat(),
+                rfc3339(),
             ),
         )
 
@@ -295,7 +292,7 @@ class LimitsPolicy(BudgetPolicy):
         super().__init__(runtime)
         self.limits = LimitStore(runtime)
         #: Current time (aware); tests replace it.
-        self.clock: Callable[[], datetime] = _utc_now
+        self.clock: Callable[[], datetime] = utc_now
 
     def now(self) -> datetime:
         return self.clock().astimezone(UTC)

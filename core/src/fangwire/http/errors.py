@@ -47,14 +47,6 @@ class ApiError(Exception):
         self.headers = dict(headers or {})
 
 
-def bad_request(message: str, code: str = "invalid_input") -> ApiError:
-    return ApiError(400, message, code=code)
-
-
-def not_found(message: str) -> ApiError:
-    return ApiError(404, message, code="not_found")
-
-
 def error_body(code: str, message: str, request_id: str) -> dict[str, Any]:
     return {"error": {"code": code, "message": message, "request_id": request_id}}
 

@@ -28,7 +28,6 @@ import sqlite3
 import sys
 import threading
 from collections.abc import Callable, Sequence
-from datetime import UTC, datetime
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Final, TypeVar, cast
@@ -37,6 +36,7 @@ import anyio
 import attrs
 
 from fangwire.store.base import Connection, Migration, Params, StoreError, StoreHealth
+from fangwire.timeutil import rfc3339
 
 __all__ = ["SQLiteStore", "StoreStats"]
 
@@ -121,10 +121,6 @@ def _split_sql(script: str) -> list[str]:
     if buf.strip():
         statements.append(buf)
     return statements
-
-
-def _utc_now() -> str:
-    return datetime.now(UTC).isoformat(timespec="seconds")
 
 
 class _Scrubber:
@@ -738,6 +734,11 @@ def _apply_migration(migration: Migration, conn: Connection) -> bool:
     conn.execute(
         "INSERT INTO fangwire_schema (component, version, description, applied_at) "
         "VALUES (?, ?, ?, ?)",
-        (migration.component, migration.version, migration.description, _utc_now()),
+        (
+            migration.component,
+            migration.version,
+            migration.description,
+            rfc3339(timespec="seconds"),
+        ),
     )
     return True

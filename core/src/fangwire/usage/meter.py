@@ -30,6 +30,7 @@ import attrs
 from fangwire.models import Usage
 from fangwire.store import Migration, Store
 from fangwire.store.base import Connection
+from fangwire.timeutil import utc_now
 from fangwire.usage.catalog import ModelCatalog
 
 __all__ = ["USAGE_COMPONENT", "USAGE_MIGRATIONS", "Period", "UsageEvent", "UsageMeter"]
@@ -73,10 +74,6 @@ _MONEY_DECIMALS: Final = 6
 
 def _money(value: float | None) -> float:
     return round(float(value or 0.0), _MONEY_DECIMALS)
-
-
-def _utc_now() -> datetime:
-    return datetime.now(UTC)
 
 
 def _timestamp(moment: datetime) -> str:
@@ -154,7 +151,7 @@ class UsageMeter:
         store: Store,
         catalog: ModelCatalog,
         *,
-        clock: Callable[[], datetime] = _utc_now,
+        clock: Callable[[], datetime] = utc_now,
     ) -> None:
         self._store = store
         self._catalog = catalog
