@@ -92,7 +92,10 @@ class InboundMessage:
     ``sender`` is the platform's stable id of the author, ``chat`` the conversation to answer
     in (a room, channel, group or the author's DM), ``is_group`` tells DM from group chat, and
     ``mentioned`` whether the bot was addressed by name in a group. ``thread_id`` and
-    ``message_id`` let the answer be threaded where the platform supports it.
+    ``message_id`` let the answer be threaded where the platform supports it. ``agent`` is an
+    agent the message itself asks for (e.g. an email subject ``[coder] ...``); the router
+    prefers it over the channel's binding when such an agent is running, and otherwise
+    ignores it.
     """
 
     channel: str
@@ -106,6 +109,7 @@ class InboundMessage:
     message_id: str | None = None
     attachments: tuple[Attachment, ...] = ()
     raw: Mapping[str, Any] = attrs.field(factory=dict, repr=False)
+    agent: str | None = None
 
 
 @attrs.frozen

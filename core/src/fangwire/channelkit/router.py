@@ -2,7 +2,8 @@
 
 Every inbound message is published on the bus as ``channel.inbound`` (with any prompt-injection
 findings), then checked against the channel's policy and per-user rate limit, given to the
-agent the policy names for its chat, and the answer is sent back to the same chat — in the
+agent the message asks for (``InboundMessage.agent``, when one of that name is running) or
+else the agent the policy names for its chat, and the answer is sent back to the same chat — in the
 message's thread when the platform has threads and the channel keeps ``threading`` on.
 """
 
@@ -60,7 +61,18 @@ async def route_inbound(runtime: Runtime, runner: ChannelRunner, message: Inboun
         )
         return
     agent_name = runner.policy.agent_for(message.chat, FALLBACK_AGENT)
-    agent = await runtime.agents.find(agent_name)
+    agent = None
+    if message.agent:
+        # A hint the message carries (e.g. "[coder]" in an email subject). Text in brackets
+        # is often not meant as routing ("[URGENT]"), so an unknown name falls through to
+        # the channel's own binding rather than being refused.
+        agent = await runtime.agents.find(message.agent)
+        if agent is None or agent.state != "running":
+            agent = None
+        else:
+            agent_name = message.agent
+    if agent is None:
+        agent = await runtime.agents.find(agent_name)
     if agent is None or agent.state != "running":
         runner.counters.agent_failures += 1
         runner.counters.last_error = f"no running agent {agent_name!r}"
