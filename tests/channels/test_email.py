@@ -335,6 +335,7 @@ async def test_restart_neither_answers_again_nor_drops_mail(
     async with runtime.serving():
         await user_sends(submission["starttls"], dovecot, alice, compose(alice, bot, "one", "1"))
         await wait_for_mail(dovecot, alice, 1)
+        await wait_for_flags(dovecot, bot, "\\Seen", "\\Answered")
     # the daemon is down while the next mail arrives
     await user_sends(submission["starttls"], dovecot, alice, compose(alice, bot, "two", "2"))
     runtime = make_runtime(text, environ={"EMAIL_PASSWORD": bot_pw})
@@ -374,7 +375,8 @@ async def test_reconnects_after_the_server_drops_the_connection(
         await user_sends(submission["starttls"], dovecot, alice, compose(alice, bot, "a", "1"))
         await wait_for_mail(dovecot, alice, 1)
         runner = runtime.channels.runners["email"]
-        await anyio.to_thread.run_sync(dovecot.kick, bot)
+        kicked = await anyio.to_thread.run_sync(dovecot.kick, bot)
+        assert bot in kicked
         with anyio.fail_after(TIMEOUT):
             while runner.counters.last_error is None:
                 await anyio.sleep(0.05)

@@ -95,9 +95,10 @@ class Dovecot:
         """Store ``message`` in ``address``'s INBOX as new (unseen) mail."""
         self.doveadm("save", "-u", address, stdin=message)
 
-    def kick(self, address: str) -> None:
-        """Close every IMAP connection of ``address`` from the server side."""
-        self.doveadm("kick", address)
+    def kick(self, address: str) -> str:
+        """Close every IMAP connection of ``address`` from the server side; return what
+        doveadm reports (the users it kicked)."""
+        return self.doveadm("kick", address).stdout.decode()
 
     @contextmanager
     def client(self, address: str) -> Iterator[imaplib.IMAP4]:

@@ -201,6 +201,10 @@ class EmailChannel(ChannelAdapter):
                 if lost.is_set():
                     raise ChannelError("IMAP connection lost", retryable=True)
         finally:
+            if self._to_flag_answered and not lost.is_set():
+                # answers sent just before a stop still get their \Answered flag
+                with anyio.move_on_after(2, shield=True), contextlib.suppress(ChannelError):
+                    await self._flag_answered(imap, lost)
             await self._close(imap, lost)
 
     async def _connect(self, lost: anyio.Event) -> aioimaplib.IMAP4:
@@ -271,31 +275,8 @@ class EmailChannel(ChannelAdapter):
     async def _command(
         self, what: str, call: Callable[[], Any], *, lost: anyio.Event
     ) -> aioimaplib.Response:
-        """Run one IMAP command; a dropped connection ends it at once (aioimaplib itself
-        would wait for its timeout)."""
-        import aioimaplib
-
-        outcome: list[Any] = []
-
-        async def run() -> None:
-            try:
-                outcome.append(await call())
-            except (aioimaplib.AioImapException, TimeoutError, OSError) as exc:
-                outcome.append(exc)
-            tg.cancel_scope.cancel()
-
-        async def watch() -> None:
-            await lost.wait()
-            tg.cancel_scope.cancel()
-
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(run)
-            tg.start_soon(watch)
-        if not outcome:
-            raise ChannelError("IMAP connection lost", retryable=True)
-        response = outcome[0]
-        if isinstance(response, Exception):
-            raise ChannelError(f"IMAP {what} failed: {response}", retryable=True)
+        """Run one IMAP command and check that it succeeded."""
+        response: aioimaplib.Response = await _until_lost(what, call, lost)
         if response.result != "OK":
             raise ChannelError(f"IMAP {what} refused: {_last_line(response.lines)}", retryable=True)
         return response
@@ -396,12 +377,9 @@ class EmailChannel(ChannelAdapter):
         await self._woken(lost, lambda: anyio.sleep(interval))
 
     async def _idle(self, imap: aioimaplib.IMAP4, lost: anyio.Event) -> None:
-        import aioimaplib
-
-        try:
-            idle = await imap.idle_start(timeout=IDLE_REFRESH_SECONDS)
-        except (aioimaplib.AioImapException, OSError) as exc:
-            raise ChannelError(f"IMAP IDLE failed: {exc}", retryable=True) from None
+        idle = await _until_lost(
+            "IDLE", lambda: imap.idle_start(timeout=IDLE_REFRESH_SECONDS), lost
+        )
         try:
             # Any server push (EXISTS, EXPUNGE, FETCH, a keep-alive) ends the wait: one search
             # is cheaper than telling them apart. The refresh timer pushes a stop marker.
@@ -409,19 +387,20 @@ class EmailChannel(ChannelAdapter):
                 lost, lambda: imap.wait_server_push(timeout=IDLE_REFRESH_SECONDS + 60)
             )
         finally:
-            if lost.is_set():
+            if not lost.is_set() and imap.has_pending_idle():
+                imap.idle_done()
+            ended = False
+            with anyio.move_on_after(COMMAND_TIMEOUT, shield=True):
+                with contextlib.suppress(ChannelError):
+                    await _until_lost("IDLE", lambda: idle, lost)
+                    ended = True
+            if not ended:
+                # the server never ended IDLE, or the connection is gone: drop it
                 idle.cancel()
-            else:
-                if imap.has_pending_idle():
-                    imap.idle_done()
-                with anyio.move_on_after(COMMAND_TIMEOUT, shield=True) as scope:
-                    await idle
-                if scope.cancelled_caught:  # the server never ended IDLE: drop the connection
-                    idle.cancel()
-                    transport = imap.protocol.transport
-                    if transport is not None:
-                        transport.abort()
-                    lost.set()
+                transport = imap.protocol.transport
+                if transport is not None:
+                    transport.abort()
+                lost.set()
 
     # -- sending ------------------------------------------------------------------------------
 
@@ -497,6 +476,34 @@ class EmailChannel(ChannelAdapter):
             message_ids=(str(outgoing["Message-ID"]),),
             detail=reply,
         )
+
+
+async def _until_lost(what: str, call: Callable[[], Any], lost: anyio.Event) -> Any:
+    """Await ``call()``, but give up with :class:`ChannelError` as soon as the connection is
+    lost (aioimaplib itself would wait for its timeout, or forever for IDLE)."""
+    import aioimaplib
+
+    outcome: list[Any] = []
+
+    async def run() -> None:
+        try:
+            outcome.append(await call())
+        except (aioimaplib.AioImapException, TimeoutError, OSError) as exc:
+            outcome.append(ChannelError(f"IMAP {what} failed: {exc}", retryable=True))
+        tg.cancel_scope.cancel()
+
+    async def watch() -> None:
+        await lost.wait()
+        tg.cancel_scope.cancel()
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(run)
+        tg.start_soon(watch)
+    if not outcome:
+        raise ChannelError("IMAP connection lost", retryable=True)
+    if isinstance(outcome[0], ChannelError):
+        raise outcome[0]
+    return outcome[0]
 
 
 def _refusal(what: str, code: int, text: str) -> ChannelError:
