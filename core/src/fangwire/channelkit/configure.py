@@ -57,10 +57,8 @@ def split_values(
         if key == "token" and key not in fields:
             key = _token_field(adapter) or key
         base = key.removesuffix("_env")
-        if (
-            key in fields
-            and fields[key].secret
-            or (key.endswith("_env") and base in fields and fields[base].secret)
+        if (key in fields and fields[key].secret) or (
+            key.endswith("_env") and base in fields and fields[base].secret
         ):
             field_key = key if key in fields else base
             if not isinstance(value, str) or not value.strip():
