@@ -249,7 +249,9 @@ class ChannelManager:
                 runner.counters.send_failures += 1
                 runner.counters.last_error = exc.reason
                 if ids:
-                    exc.reason = f"{exc.reason} (after {index} of {len(chunks)} parts were sent)"
+                    raise ChannelError(
+                        f"{exc.reason} (after {index} of {len(chunks)} parts were sent)"
+                    ) from exc
                 raise
             ids.extend(receipt.message_ids)
             runner.counters.sent += 1
@@ -278,7 +280,7 @@ class ChannelManager:
                     receipt = await adapter.send(target, message)
             except TimeoutError:
                 error = ChannelError(
-                    f"no answer within {SEND_TIMEOUT_SECONDS:.0f} s", retryable=False
+                    f"no answer within {SEND_TIMEOUT_SECONDS:g} s", retryable=False
                 )
             except ChannelError as exc:
                 error = exc
