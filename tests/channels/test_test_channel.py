@@ -167,3 +167,27 @@ class TestLoopbackConformance(ChannelConformance):
     @pytest.fixture
     def peer(self) -> LoopbackPeer:
         return LoopbackPeer()
+
+
+@pytest.mark.anyio
+async def test_accepted_message_survives_a_stop_before_it_was_answered(make_runtime) -> None:
+    first = make_runtime(CONFIG)
+    started = anyio.Event()
+
+    async def stuck(*args, **kwargs):
+        started.set()
+        await anyio.sleep_forever()
+
+    async with first.serving():
+        first.agents.message = stuck  # the model never answers before the daemon stops
+        adapter(first).inject(sender="ivy", chat="ivy", text="remember me")
+        with anyio.fail_after(TIMEOUT):
+            await started.wait()
+    second = make_runtime(CONFIG)
+    async with second.serving():
+        with anyio.fail_after(TIMEOUT):
+            sent = await adapter(second).wait_for_sent(1)
+        await anyio.sleep(0.05)
+        left = await second.store.fetch_all("SELECT * FROM channel_inbox")
+    assert [(s.target, s.text) for s in sent] == [("ivy", "echo: remember me")]
+    assert left == []

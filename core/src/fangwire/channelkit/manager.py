@@ -26,6 +26,7 @@ import attrs
 from fangwire.bus import BusEvent
 from fangwire.channelkit import settings as channel_settings
 from fangwire.channelkit.chunking import split_message
+from fangwire.channelkit.inbox import CHANNEL_MIGRATIONS, Inbox
 from fangwire.channelkit.policy import ChannelPolicy
 from fangwire.channelkit.retry import Backoff
 from fangwire.channelkit.router import route_inbound
@@ -118,6 +119,7 @@ class ChannelManager:
 
     async def start_all(self) -> list[str]:
         """Start every configured, enabled channel; return the names that started."""
+        await self.runtime.store.migrate(CHANNEL_MIGRATIONS)
         result = await self.reload(reread=False)
         return list(result.started)
 
@@ -209,7 +211,11 @@ class ChannelManager:
         )
         adapter = self.classes[name](ctx)
         runner = ChannelRunner(
-            adapter, policy, resolved.fingerprint, functools.partial(route_inbound, self.runtime)
+            adapter,
+            policy,
+            resolved.fingerprint,
+            functools.partial(route_inbound, self.runtime),
+            Inbox(self.runtime.store),
         )
         runner_box.append(runner)
         self.runners[name] = runner
