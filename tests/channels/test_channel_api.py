@@ -267,3 +267,29 @@ async def test_webhook_route_errors(app_client):
     response = await app_client.post("/channels/signed/webhook", content=b"{}")
     assert response.status_code == 503 and response.headers["retry-after"] == "30"
     assert (await app_client.post("/channels/nope/webhook", content=b"{}")).status_code == 404
+
+
+class NeedsSdk(ChannelAdapter):
+    name = "needs_sdk"
+    requires_extra = "needs-sdk"
+
+    @classmethod
+    def is_available(cls) -> bool:
+        return False
+
+
+async def test_missing_extra_shows_unavailable_with_the_install_hint(make_runtime, make_client):
+    class sdk_plugin:
+        @staticmethod
+        @hookimpl
+        def register_channels(register):
+            register(NeedsSdk)
+
+    pm = create_plugin_manager(environ={}, strict=True)
+    pm.register_object(sdk_plugin, name="sdk-plugin")
+    runtime = make_runtime("[channels.needs_sdk]\n", pm=pm)
+    async with make_client(runtime) as http:
+        item = (await http.get("/api/channels/needs_sdk")).json()
+    assert item["status"] == "unavailable" and item["available"] is False
+    assert item["install_hint"] == "pip install 'fangwire-channels[needs-sdk]'"
+    assert "needs_sdk" not in runtime.channels.runners
