@@ -19,6 +19,7 @@ from httpx_ws import aconnect_ws
 from fangwire.app import create_app
 from fangwire.channels import ChannelError, OutboundMessage
 from fangwire.runtime import Runtime
+from fangwire.testing.channels import ChannelConformance
 from fangwire.testing.live import live_server
 from fangwire_channels.gotify import GotifyChannel
 from tests.channels.fakes.gotify import UNAUTHORIZED, FakeGotify
@@ -233,3 +234,49 @@ async def test_configure_test_stop_and_secrets(gotify: Setup, make_runtime, capl
     for token in (gotify.bot["token"], gotify.phone):
         assert token not in repr(channel) and token not in caplog.text
         assert token not in listing and token not in runtime.config_file.path.read_text()
+
+
+class GotifyPeer:
+    """Another application pushing, and the user's client reading, for the harness."""
+
+    target = "admin"
+    refused_target = None
+
+    def __init__(self, setup: Setup) -> None:
+        self.setup = setup
+        self.settings = {
+            "server_url": setup.url,
+            "app_token": setup.bot["token"],
+            "client_token": setup.phone,
+        }
+        self.unreachable_settings = {**self.settings, "server_url": "http://127.0.0.1:9"}
+
+    async def inbound(self, text: str) -> None:
+        await self.setup.push(text)
+
+    def _from_bot(self) -> list[str]:
+        bot = self.setup.bot["id"]
+        return [m["message"] for m in self.setup.fake.messages if m["appid"] == bot]
+
+    async def received(self, count: int) -> list[str]:
+        while len(self._from_bot()) < count:
+            await anyio.sleep(0.02)
+        return self._from_bot()
+
+    def throttle_next(self, retry_after: float) -> None:
+        self.setup.fake.fail_next(429, {"Retry-After": str(retry_after)})
+
+    def stall_next(self) -> None:
+        self.setup.fake.stalled += 1
+
+    def attempts(self) -> int:
+        return self.setup.fake.publish_attempts
+
+
+@pytest.mark.anyio
+class TestGotifyConformance(ChannelConformance):
+    adapter = GotifyChannel
+
+    @pytest.fixture
+    async def peer(self, gotify: Setup) -> GotifyPeer:
+        return GotifyPeer(gotify)

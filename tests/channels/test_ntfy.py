@@ -18,6 +18,7 @@ import pytest
 from fangwire.app import create_app
 from fangwire.channels import ChannelError, OutboundMessage
 from fangwire.runtime import Runtime
+from fangwire.testing.channels import ChannelConformance
 from fangwire.testing.live import live_server
 from fangwire_channels.ntfy import NtfyChannel
 from tests.channels.fakes.ntfy import FakeNtfy
@@ -265,3 +266,64 @@ async def test_stops_within_bound_and_keeps_secrets_out(make_runtime, caplog):
                     await anyio.sleep(0.05)
             assert TOKEN not in repr(channel) and TOKEN not in caplog.text
             assert TOKEN not in str(listing)
+
+
+PEER_TOKEN = "tk_peer0123456789abcdefghijklmn"
+
+
+class NtfyPeer:
+    """A phone on the topic, with its own token, for the harness."""
+
+    target = TOPIC
+    refused_target = "locked-topic"
+
+    def __init__(self, fake: FakeNtfy, url: str) -> None:
+        self.fake = fake
+        self.url = url
+        self.settings = {"topic": TOPIC, "server_url": url, "token": TOKEN}
+        self.unreachable_settings = {**self.settings, "server_url": "http://127.0.0.1:9"}
+
+    async def inbound(self, text: str) -> None:
+        async with httpx.AsyncClient(base_url=self.url, timeout=5) as http:
+            response = await http.post(
+                f"/{TOPIC}",
+                content=text.encode(),
+                headers={"authorization": f"Bearer {PEER_TOKEN}"},
+            )
+            assert response.status_code == 200, response.text
+
+    def _from_bot(self) -> list[str]:
+        return [
+            p["text"]
+            for p in self.fake.publishes
+            if p["headers"].get("authorization") == f"Bearer {TOKEN}"
+        ]
+
+    async def received(self, count: int) -> list[str]:
+        while len(self._from_bot()) < count:
+            await anyio.sleep(0.02)
+        return self._from_bot()
+
+    def throttle_next(self, retry_after: float) -> None:
+        self.fake.throttle_next(retry_after)
+
+    def stall_next(self) -> None:
+        self.fake.stall_next()
+
+    def attempts(self) -> int:
+        return self.fake.publish_attempts
+
+
+@pytest.mark.anyio
+class TestNtfyConformance(ChannelConformance):
+    adapter = NtfyChannel
+
+    @pytest.fixture
+    async def peer(self) -> AsyncIterator[NtfyPeer]:
+        fake = FakeNtfy(
+            tokens={TOKEN: {TOPIC}, PEER_TOKEN: {TOPIC}},
+            protected={TOPIC, "locked-topic"},
+            keepalive=0.2,
+        )
+        async for setup in make_setup(fake):
+            yield NtfyPeer(fake, setup.url)

@@ -22,6 +22,7 @@ import pytest
 from fangwire.app import create_app
 from fangwire.channels import ChannelError, OutboundMessage
 from fangwire.runtime import Runtime
+from fangwire.testing.channels import ChannelConformance
 from fangwire.testing.live import live_server
 from fangwire_channels.webhook import WebhookChannel
 from tests.channels.servers.receiver import Receiver
@@ -319,3 +320,64 @@ async def test_id_header_deduplicates_even_without_a_timestamp(live: Live) -> No
     assert (await live.post(body, headers)).status_code == 401
     with anyio.fail_after(TIMEOUT):
         await live.receiver.wait_for(1)
+
+
+class WebhookPeer:
+    """A sender of signed pushes and the receiver of the callbacks, for the harness."""
+
+    target = "u-1"
+    refused_target = "nobody"
+    unreachable_settings = None
+
+    def __init__(self, receiver: Receiver, receiver_url: str) -> None:
+        self.receiver = receiver
+        self.receiver.refuse.add(self.refused_target)
+        self.settings = {"secret": SECRET, "callback_url": f"{receiver_url}/hook"}
+        self.runtime: Runtime | None = None
+
+    def attach(self, runtime: Runtime) -> None:
+        self.runtime = runtime
+
+    def signed_push(self, text: str) -> tuple[bytes, dict[str, str]]:
+        body = payload(text)
+        stamp = now_ms()
+        headers = {
+            "x-webhook-signature": sign(body),
+            "x-webhook-timestamp": stamp,
+            "x-webhook-id": uuid.uuid4().hex,
+        }
+        return body, headers
+
+    def forge(self, body: bytes, headers: dict[str, str]) -> dict[str, str]:
+        return dict(headers, **{"x-webhook-signature": sign(body, secret="forger")})
+
+    async def inbound(self, text: str) -> None:
+        assert self.runtime is not None, "the harness attaches the runtime first"
+        transport = httpx.ASGITransport(app=create_app(self.runtime), client=("127.0.0.1", 1))
+        async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1:4545") as http:
+            body, headers = self.signed_push(text)
+            response = await http.post(URL, content=body, headers=headers)
+            assert response.status_code == 200, response.text
+
+    async def received(self, count: int) -> list[str]:
+        return [m["message"] for m in await self.receiver.wait_for(count)]
+
+    def throttle_next(self, retry_after: float) -> None:
+        self.receiver.answer(429, {"error": "slow down"}, {"Retry-After": str(retry_after)})
+
+    def stall_next(self) -> None:
+        self.receiver.stall += 1
+
+    def attempts(self) -> int:
+        return self.receiver.attempts
+
+
+@pytest.mark.anyio
+class TestWebhookConformance(ChannelConformance):
+    adapter = WebhookChannel
+
+    @pytest.fixture
+    async def peer(self) -> AsyncIterator[WebhookPeer]:
+        receiver = Receiver(SECRET)
+        async with live_server(receiver.app) as url:
+            yield WebhookPeer(receiver, url)

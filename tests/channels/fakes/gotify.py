@@ -53,6 +53,9 @@ class FakeGotify:
         self.clients: dict[str, str] = {}
         self.messages: list[dict[str, Any]] = []
         self.failures: list[tuple[int, dict[str, str]]] = []
+        #: publish requests seen, refused and stalled ones included.
+        self.publish_attempts = 0
+        self.stalled = 0
         self._streams: list[MemoryObjectSendStream[dict[str, Any]]] = []
         self.app = Starlette(
             routes=[
@@ -116,6 +119,10 @@ class FakeGotify:
     # -- REST -----------------------------------------------------------------------------------
 
     async def create_message(self, request: Request) -> Response:
+        self.publish_attempts += 1
+        if self.stalled:
+            self.stalled -= 1
+            await anyio.sleep(5)
         app = self._app(request)
         if app is None:
             return _error(401, "Unauthorized", UNAUTHORIZED)

@@ -98,6 +98,10 @@ class FakeNtfy:
         self.publish_limit = publish_limit
         self.retry_after = retry_after
         self.messages: list[dict[str, Any]] = []
+        #: publish requests seen, refused and stalled ones included.
+        self.publish_attempts = 0
+        self._throttled: list[float] = []
+        self._stalled = 0
         self.publishes: list[dict[str, Any]] = []
         #: every streaming subscription: its topic and ``since``.
         self.subscriptions: list[dict[str, str]] = []
@@ -117,6 +121,14 @@ class FakeNtfy:
         streams, self._streams = self._streams, []
         for stream in streams:
             stream.close()
+
+    def throttle_next(self, retry_after: float) -> None:
+        """Refuse the next publish with 429 and ``Retry-After: <retry_after>``."""
+        self._throttled.append(retry_after)
+
+    def stall_next(self) -> None:
+        """Do not answer the next publish for a long while."""
+        self._stalled += 1
 
     @property
     def subscriber_count(self) -> int:
@@ -165,11 +177,19 @@ class FakeNtfy:
         return message
 
     async def publish(self, request: Request) -> Response:
+        self.publish_attempts += 1
+        if self._stalled:
+            self._stalled -= 1
+            await anyio.sleep(5)
         topic = request.path_params["topic"]
         if not TOPIC.fullmatch(topic):
             return _error(40009, "invalid request: topic invalid")
         if (denied := self._authorize(request, topic)) is not None:
             return denied
+        if self._throttled:
+            response = _error(42901, "limit reached: too many requests")
+            response.headers["retry-after"] = str(self._throttled.pop(0))
+            return response
         if self.publish_limit is not None and self._count >= self.publish_limit:
             response = _error(
                 42901,
@@ -211,7 +231,14 @@ class FakeNtfy:
                 "url": f"{request.base_url}file/{message['id']}.txt",
             }
         self._count += 1
-        self.publishes.append({"headers": dict(request.headers), "body": body, "id": message["id"]})
+        self.publishes.append(
+            {
+                "headers": dict(request.headers),
+                "body": body,
+                "id": message["id"],
+                "text": message["message"],
+            }
+        )
         return JSONResponse(self._store(message))
 
     # -- subscribe -------------------------------------------------------------------------------

@@ -30,6 +30,11 @@ class Receiver:
         self.headers: list[dict[str, str]] = []
         self.rejected: list[str] = []
         self.answers: list[tuple[int, Any, dict[str, str]]] = []
+        #: recipients this receiver refuses (404, "unknown recipient").
+        self.refuse: set[str] = set()
+        #: every callback request, refused and stalled ones included.
+        self.attempts = 0
+        self.stall = 0
         self._seen_ids: set[str] = set()
         self._count = 0
         self._arrived = anyio.Event()
@@ -40,7 +45,12 @@ class Receiver:
         self.answers.append((status, body, headers or {}))
 
     async def hook(self, request: Request) -> JSONResponse:
+        self.attempts += 1
         body = await request.body()
+        if self.stall:
+            self.stall -= 1
+            await anyio.sleep(5)
+            return JSONResponse({"error": "too late"}, status_code=504)
         stamp = request.headers.get("x-webhook-timestamp", "")
         ident = request.headers.get("x-webhook-id", "")
         signed = f"{stamp}.".encode() + body if self.strict else body
@@ -56,6 +66,9 @@ class Receiver:
             self.rejected.append(problem)
             return JSONResponse({"error": problem}, status_code=401)
         self._seen_ids.add(ident)
+        recipient = json.loads(body).get("recipient_id")
+        if recipient in self.refuse:
+            return JSONResponse({"error": f"unknown recipient {recipient}"}, status_code=404)
         if self.answers:
             status, answer, headers = self.answers.pop(0)
             if status >= 300:
