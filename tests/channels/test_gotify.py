@@ -185,17 +185,38 @@ async def test_reconnects_after_the_server_drops_the_stream(gotify: Setup, make_
     async with runtime.serving():
         await gotify.wait_streams()
         gotify.fake.drop_streams()
+        await gotify.push("while you were away")  # no stream is open: caught up on reconnect
         runner = runtime.channels.runners["gotify"]
         with anyio.fail_after(TIMEOUT):
             while runner.status == "running":
                 await anyio.sleep(0.01)
         await gotify.wait_streams()
+        await gotify.wait_for("echo: while you were away")
         with anyio.fail_after(TIMEOUT):
             while runner.status != "running":
                 await anyio.sleep(0.01)
         await gotify.push("still there?")
-        await gotify.wait_for("echo: still there?")
+        messages = await gotify.wait_for("echo: still there?")
         assert runner.loop.attempts >= 2
+        await anyio.sleep(0.3)
+        texts = [m["message"] for m in await gotify.messages()]
+        assert texts == [m["message"] for m in messages]
+        assert texts.count("echo: while you were away") == 1
+
+
+async def test_messages_from_before_the_start_are_not_answered(gotify: Setup, make_runtime):
+    await gotify.push("old news")
+    runtime = gotify.runtime(make_runtime)
+    async with runtime.serving():
+        await gotify.wait_streams()
+        await gotify.push("fresh")
+        await gotify.wait_for("echo: fresh")
+        await anyio.sleep(0.3)
+        assert [m["message"] for m in await gotify.messages()] == [
+            "old news",
+            "fresh",
+            "echo: fresh",
+        ]
 
 
 async def test_configure_test_stop_and_secrets(gotify: Setup, make_runtime, caplog):

@@ -128,6 +128,21 @@ async def test_reconnect_resumes_from_the_last_id_without_loss_or_duplicates(
         assert runtime.channels.runners["ntfy"].status == "running"
 
 
+async def test_a_drop_before_any_message_resumes_from_when_the_stream_opened(
+    ntfy: Setup, make_runtime
+):
+    runtime = ntfy.runtime(make_runtime)
+    async with runtime.serving():
+        await ntfy.wait_subscribed()
+        ntfy.fake.drop_subscribers()
+        await ntfy.publish("during the gap")
+        await ntfy.wait_subscribed()
+        await ntfy.wait_for_text("echo: during the gap")
+        assert ntfy.fake.subscriptions[-1]["since"].isdigit()
+        await anyio.sleep(0.3)
+        assert await ntfy.topic_texts() == ["during the gap", "echo: during the gap"]
+
+
 async def test_own_messages_are_not_answered(ntfy: Setup, make_runtime):
     runtime = ntfy.runtime(make_runtime)
     async with runtime.serving():

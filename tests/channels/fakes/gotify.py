@@ -13,8 +13,9 @@ the Swagger 2.0 description of the REST API, version 2.0.2):
 - ``POST /message`` takes ``MessageExternal`` JSON (``message`` required, else 400;
   ``title`` defaults to the application's name, ``priority`` to its default priority) and
   answers with the stored message: ``{id, appid, message, title, priority, date, extras?}``.
-- ``GET /application`` lists ``Application`` objects ``{id, token, name, description,
-  internal, image, defaultPriority}``; ``GET /message`` answers ``PagedMessages``.
+- ``GET /message?limit=`` (1-200, default 100) answers ``PagedMessages``, newest first;
+  ``GET /application`` lists ``Application`` objects ``{id, token, name, description,
+  internal, image, defaultPriority}``.
 - ``GET /stream`` is a WebSocket that pushes each new message as ``MessageExternal`` JSON
   text frames; the client token is checked before the upgrade (401 response otherwise).
 
@@ -162,8 +163,11 @@ class FakeGotify:
     async def list_messages(self, request: Request) -> Response:
         if not self._client(request):
             return _error(401, "Unauthorized", UNAUTHORIZED)
-        messages = list(reversed(self.messages))
-        paging = {"size": len(messages), "since": 0, "limit": 100}
+        limit = request.query_params.get("limit", "100")
+        if not limit.isdigit() or not 1 <= int(limit) <= 200:
+            return _error(400, "Bad Request", "limit must be between 1 and 200")
+        messages = list(reversed(self.messages))[: int(limit)]
+        paging = {"size": len(messages), "since": 0, "limit": int(limit)}
         return JSONResponse({"messages": messages, "paging": paging})
 
     async def list_applications(self, request: Request) -> Response:

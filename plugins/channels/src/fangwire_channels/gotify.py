@@ -16,7 +16,9 @@ pushes every new message of the user as JSON ``{id, appid, message, title, prior
 whose token is ``app_token``: messages from that application id are this channel's own and
 are ignored. A message's sender and chat are ``app-<appid>``, its title the sender's name.
 WebSocket keepalive pings (every 20 s) notice a dead server; the session then ends and the
-core reconnects.
+core reconnects. The stream has no resume point, so each new stream first reads
+``GET /message`` and handles what arrived after the last message id handled (at start, the
+newest existing message: older ones are not answered); ids at or below it are skipped.
 """
 
 from __future__ import annotations
@@ -90,6 +92,8 @@ class GotifyChannel(ChannelAdapter):
         super().__init__(ctx)
         #: The id of the application ``app_token`` belongs to (learned in :meth:`start`).
         self.app_id: int | None = None
+        #: The highest message id handled: a new stream first catches up from there.
+        self.last_id: int | None = None
 
     @property
     def _base(self) -> str:
@@ -112,6 +116,8 @@ class GotifyChannel(ChannelAdapter):
         if not own:
             raise ChannelError("app_token is not an application of the client token's user")
         self.app_id = int(own[0]["id"])
+        newest = await self._messages(limit=1)
+        self.last_id = max((int(m["id"]) for m in newest), default=0)
 
     async def send(self, target: str, message: OutboundMessage) -> DeliveryReceipt:
         title = message.metadata.get("title")
@@ -145,6 +151,7 @@ class GotifyChannel(ChannelAdapter):
                 headers=self._key("client_token"),
                 max_message_size_bytes=MAX_FRAME_BYTES,
             ) as ws:
+                await self._catch_up()
                 while True:
                     await self._frame(await ws.receive_text())
         except WebSocketUpgradeError as exc:
@@ -154,14 +161,43 @@ class GotifyChannel(ChannelAdapter):
             detail = str(exc) or type(exc).__name__
             raise ChannelError(f"stream closed: {detail}") from None
 
+    async def _messages(self, *, limit: int) -> list[Mapping[str, Any]]:
+        """The newest ``limit`` messages of the user, oldest first."""
+        url = f"{self._base}/message"
+        response = await checked(
+            lambda: self.ctx.http.get(
+                url, params={"limit": limit}, headers=self._key("client_token")
+            ),
+            "reading messages",
+        )
+        body = response.json()
+        messages = body.get("messages", []) if isinstance(body, Mapping) else []
+        valid = [m for m in messages if isinstance(m, Mapping) and isinstance(m.get("id"), int)]
+        return sorted(valid, key=lambda m: int(m["id"]))
+
+    async def _catch_up(self) -> None:
+        """Handle what arrived while no stream was open (the newest 200 messages at most)."""
+        for data in await self._messages(limit=200):
+            await self._handle(data)
+
     async def _frame(self, text: str) -> None:
         try:
             data: Any = json.loads(text)
         except ValueError:
             self.ctx.log.warning("gotify: ignoring a frame that is not JSON")
             return
-        if not isinstance(data, Mapping):
-            return
+        if isinstance(data, Mapping):
+            await self._handle(data)
+
+    async def _handle(self, data: Mapping[str, Any]) -> None:
+        ident = data.get("id")
+        if isinstance(ident, int) and self.last_id is not None and ident <= self.last_id:
+            return  # already handled (seen again while catching up)
+        await self._deliver(data)
+        if isinstance(ident, int):
+            self.last_id = ident
+
+    async def _deliver(self, data: Mapping[str, Any]) -> None:
         app_id = data.get("appid")
         body = data.get("message")
         if app_id == self.app_id or not isinstance(body, str) or not body:

@@ -15,8 +15,9 @@ Inbound: ``GET {server_url}/{topic}/json`` (NDJSON, one event per line: ``open``
 ``keepalive``, ``message``). One session is one stream; it ends when the server closes it or
 stays silent past :data:`READ_TIMEOUT_SECONDS` (ntfy sends a keepalive every 45 s by
 default). The id of the last message seen is remembered, and the next session asks for
-``since=<that id>``, so a reconnect resumes without losing or repeating messages (ids
-already delivered are skipped as well). ntfy carries no author: a message's sender and chat
+``since=<that id>`` (or, before any message was seen, ``since=<time the first stream
+opened>``), so a reconnect resumes without losing or repeating messages (ids already
+delivered are skipped as well). ntfy carries no author: a message's sender and chat
 are its topic, and its title (if any) the sender's name. Messages this channel published
 itself come back on the stream and are ignored by id; while a publish is in flight, stream
 messages wait for its id before being judged.
@@ -108,6 +109,8 @@ class NtfyChannel(ChannelAdapter):
         self._delivered = _Ids(REMEMBERED_IDS)
         #: id of the last message seen on the stream: where the next session resumes.
         self.last_id: str | None = None
+        #: when the first stream opened (server time), to resume from before any message.
+        self.opened_at: int | None = None
         self._in_flight = 0
         self._settled = anyio.Event()
         self._settled.set()
@@ -163,7 +166,8 @@ class NtfyChannel(ChannelAdapter):
     # -- inbound --------------------------------------------------------------------------------
 
     async def receive(self) -> None:
-        params = {"since": self.last_id} if self.last_id else {}
+        since = self.last_id or (str(self.opened_at) if self.opened_at is not None else None)
+        params = {"since": since} if since else {}
         timeout = httpx.Timeout(10.0, read=READ_TIMEOUT_SECONDS)
         url = f"{self._base}/{self._topic}/json"
         try:
@@ -186,7 +190,12 @@ class NtfyChannel(ChannelAdapter):
         except ValueError:
             self.ctx.log.warning("ntfy: ignoring a line that is not JSON")
             return
-        if not isinstance(event, Mapping) or event.get("event") != "message":
+        if not isinstance(event, Mapping):
+            return
+        if event.get("event") == "open" and self.opened_at is None:
+            opened = event.get("time")
+            self.opened_at = opened if isinstance(opened, int) else None
+        if event.get("event") != "message":
             return  # "open", "keepalive", "poll_request"
         ident = str(event.get("id") or "")
         if not ident:
