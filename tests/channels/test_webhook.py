@@ -174,6 +174,17 @@ async def test_timestamp_window_and_replayed_ids(live: Live) -> None:
         await live.receiver.wait_for(2)
 
 
+async def test_without_an_id_a_delivery_is_its_timestamp_and_signature(live: Live) -> None:
+    body = payload("same words")
+    first = {"x-webhook-signature": sign(body), "x-webhook-timestamp": now_ms()}
+    assert (await live.post(body, first)).status_code == 200
+    assert (await live.post(body, first)).status_code == 401, "the same delivery again"
+    later = dict(first, **{"x-webhook-timestamp": str(int(first["x-webhook-timestamp"]) + 1)})
+    assert (await live.post(body, later)).status_code == 200, "the same words, sent again"
+    with anyio.fail_after(TIMEOUT):
+        await live.receiver.wait_for(2)
+
+
 async def test_require_timestamp_signs_timestamp_and_body(strict: Live) -> None:
     body = payload("strict")
     stamp = now_ms()

@@ -146,7 +146,8 @@ class WebhookChannel(ChannelAdapter):
         verify_hmac(secret, signed, signature, prefix=SIGNATURE_PREFIX)
         when = _timestamp(stamp) if stamp else None
         if when is not None or ident:
-            self.replays.check(f"id:{ident}" if ident else f"sig:{signature}", when)
+            # Without an id, the same delivery is the same timestamp with the same signature.
+            self.replays.check(f"id:{ident}" if ident else f"at:{stamp}:{signature}", when)
         if self._strict:
             self.replays.check(f"sig:{signature}", when)
         message = _parse(body, self.ctx.name, ident)
