@@ -125,7 +125,9 @@ class GotifyChannel(ChannelAdapter):
         payload = {
             "title": title if isinstance(title, str) and title else DEFAULT_TITLE,
             "message": message.text,
-            "priority": priority if isinstance(priority, int) else DEFAULT_PRIORITY,
+            "priority": priority
+            if isinstance(priority, int) and not isinstance(priority, bool)
+            else DEFAULT_PRIORITY,
         }
         response = await checked(
             lambda: self.ctx.http.post(
