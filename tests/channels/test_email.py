@@ -17,6 +17,7 @@ import smtplib
 import ssl
 from collections.abc import Iterator
 from email.headerregistry import Address
+from typing import Any
 
 import anyio
 import pytest
@@ -24,6 +25,7 @@ import pytest
 from fangwire.agents import AgentSpec
 from fangwire.channels import ChannelError, OutboundMessage
 from fangwire.runtime import Runtime
+from fangwire.testing.channels import ChannelConformance
 from fangwire_channels.email import EmailChannel
 from fangwire_channels.mailtext import (
     build_answer,
@@ -32,7 +34,7 @@ from fangwire_channels.mailtext import (
     reply_subject,
     split_agent_tag,
 )
-from tests.channels.servers.dovecot import Dovecot, start_dovecot
+from tests.channels.servers.dovecot import Dovecot, free_port, start_dovecot
 from tests.channels.servers.smtpd import Submission, start_submission
 
 TIMEOUT = 20
@@ -503,3 +505,44 @@ def test_tls_defaults_follow_the_port() -> None:
     assert fields["smtp_port"].default == 587
     assert fields["password"].secret and fields["password"].env == "EMAIL_PASSWORD"
     assert ssl.create_default_context().check_hostname  # certificates are checked by default
+
+
+# -- conformance ----------------------------------------------------------------------------------
+
+
+class EmailPeer:
+    """A person with a mailbox on the test dovecot, writing to and reading from the bot."""
+
+    def __init__(self, dovecot: Dovecot, submission: dict[str, Submission], accounts: Any) -> None:
+        (self.bot, bot_pw), (self.person, _) = accounts
+        self.dovecot = dovecot
+        self.submission = submission["starttls"]
+        self.settings = {
+            "username": self.bot,
+            "password": bot_pw,
+            "imap_host": "127.0.0.1",
+            "imap_port": dovecot.imaps_port,
+            "smtp_host": "127.0.0.1",
+            "smtp_port": self.submission.port,
+            "ca_file": str(dovecot.certs.ca_file),
+            "poll_interval_secs": 1,
+        }
+        self.target = self.person
+        self.refused_target = "nobody@mail.test"
+        self.unreachable_settings = {**self.settings, "imap_port": free_port()}
+
+    async def inbound(self, text: str) -> None:
+        await user_sends(
+            self.submission, self.dovecot, self.person, compose(self.person, self.bot, "", text)
+        )
+
+    async def received(self, count: int) -> list[str]:
+        return [body(m) for m in await wait_for_mail(self.dovecot, self.person, count)]
+
+
+class TestEmailConformance(ChannelConformance):
+    adapter = EmailChannel
+
+    @pytest.fixture
+    async def peer(self, dovecot, submission, accounts) -> EmailPeer:
+        return EmailPeer(dovecot, submission, accounts)

@@ -29,6 +29,7 @@ from httpx_ws import aconnect_ws
 
 from fangwire.channels import ChannelContext, ChannelError, OutboundMessage
 from fangwire.runtime import Runtime
+from fangwire.testing.channels import ChannelConformance
 from fangwire_channels.nostr import NostrChannel
 from fangwire_channels.nostrkit import (
     Keys,
@@ -63,7 +64,7 @@ def lax_relay() -> Iterator[Relay]:
     server.stop()
 
 
-def config(*relays: Relay, key: str) -> str:
+def config(*relays: Relay) -> str:
     urls = ", ".join(f'"{r.url}"' for r in relays)
     return f'[channels.nostr]\nrelays = [{urls}]\nagent = "assistant"\n'
 
@@ -154,7 +155,7 @@ async def test_a_dm_is_answered_with_an_encrypted_dm(make_runtime, relay):
     bot = Keys.generate()
     person = Person()
     nsec = bech32_encode("nsec", bytes.fromhex(_secret_hex(bot)))
-    runtime = make_runtime(config(relay, key=nsec), environ={"NOSTR_PRIVATE_KEY": nsec})
+    runtime = make_runtime(config(relay), environ={"NOSTR_PRIVATE_KEY": nsec})
     async with runtime.serving(), runtime.bus.subscribe("channel.inbound") as sub:
         await wait_subscribed(runtime)
         sent = person.dm(bot.public_key, "ping")
@@ -176,9 +177,7 @@ async def test_a_dm_is_answered_with_an_encrypted_dm(make_runtime, relay):
 async def test_forged_events_are_dropped(make_runtime, lax_relay):
     bot = Keys.generate()
     person = Person()
-    runtime = make_runtime(
-        config(lax_relay, key=""), environ={"NOSTR_PRIVATE_KEY": _secret_hex(bot)}
-    )
+    runtime = make_runtime(config(lax_relay), environ={"NOSTR_PRIVATE_KEY": _secret_hex(bot)})
     forged_sig = person.dm(bot.public_key, "forged signature")
     forged_sig["sig"] = person.dm(bot.public_key, "other")["sig"]
     forged_id = person.dm(bot.public_key, "forged id")
@@ -200,7 +199,7 @@ async def test_several_relays_one_answer_published_to_all(make_runtime, relay, l
     bot = Keys.generate()
     person = Person()
     runtime = make_runtime(
-        config(relay, lax_relay, key=""), environ={"NOSTR_PRIVATE_KEY": _secret_hex(bot)}
+        config(relay, lax_relay), environ={"NOSTR_PRIVATE_KEY": _secret_hex(bot)}
     )
     async with runtime.serving():
         await wait_subscribed(runtime, relays=2)
@@ -218,7 +217,7 @@ async def test_several_relays_one_answer_published_to_all(make_runtime, relay, l
 async def test_relay_refusal_raises_with_the_relays_message(make_runtime, relay):
     bot = Keys.generate()
     person = Person()
-    runtime = make_runtime(config(relay, key=""), environ={"NOSTR_PRIVATE_KEY": _secret_hex(bot)})
+    runtime = make_runtime(config(relay), environ={"NOSTR_PRIVATE_KEY": _secret_hex(bot)})
     async with runtime.serving():
         channel = adapter(runtime)
         too_big = OutboundMessage(text="x" * 4000)  # over the relay's 4096-character content
@@ -233,7 +232,7 @@ async def test_relay_refusal_raises_with_the_relays_message(make_runtime, relay)
 async def test_long_answers_are_cut_under_the_relay_limit(make_runtime, relay):
     bot = Keys.generate()
     person = Person()
-    runtime = make_runtime(config(relay, key=""), environ={"NOSTR_PRIVATE_KEY": _secret_hex(bot)})
+    runtime = make_runtime(config(relay), environ={"NOSTR_PRIVATE_KEY": _secret_hex(bot)})
     text = " ".join(f"wörd{n}" for n in range(1000))  # 8890 bytes: three parts
     async with runtime.serving():
         receipt = await runtime.channels.send("nostr", person.keys.npub, OutboundMessage(text=text))
@@ -248,7 +247,7 @@ async def test_long_answers_are_cut_under_the_relay_limit(make_runtime, relay):
 @pytest.mark.anyio
 async def test_unknown_recipient_key_is_refused_before_sending(make_runtime, relay):
     runtime = make_runtime(
-        config(relay, key=""), environ={"NOSTR_PRIVATE_KEY": _secret_hex(Keys.generate())}
+        config(relay), environ={"NOSTR_PRIVATE_KEY": _secret_hex(Keys.generate())}
     )
     async with runtime.serving():
         with pytest.raises(ChannelError, match="recipient 'npub1nope'"):
@@ -261,7 +260,7 @@ async def test_reconnects_after_the_relay_restarts(make_runtime):
     try:
         bot = Keys.generate()
         person = Person()
-        runtime = make_runtime(config(own, key=""), environ={"NOSTR_PRIVATE_KEY": _secret_hex(bot)})
+        runtime = make_runtime(config(own), environ={"NOSTR_PRIVATE_KEY": _secret_hex(bot)})
         async with runtime.serving():
             await wait_subscribed(runtime)
             assert (await publish(own, person.dm(bot.public_key, "before")))[2] is True
@@ -305,7 +304,7 @@ async def test_stops_promptly_and_keeps_the_key_secret(make_runtime, relay, capl
     bot = Keys.generate()
     secret = _secret_hex(bot)
     person = Person()
-    runtime = make_runtime(config(relay, key=""), environ={"NOSTR_PRIVATE_KEY": secret})
+    runtime = make_runtime(config(relay), environ={"NOSTR_PRIVATE_KEY": secret})
     async with runtime.serving():
         await wait_subscribed(runtime)
         assert (await publish(relay, person.dm(bot.public_key, "hi")))[2] is True
@@ -321,7 +320,7 @@ async def test_stops_promptly_and_keeps_the_key_secret(make_runtime, relay, capl
 
 @pytest.mark.anyio
 async def test_bad_private_key_is_a_clear_error(make_runtime, relay):
-    runtime = make_runtime(config(relay, key=""), environ={"NOSTR_PRIVATE_KEY": "nsec1xyz"})
+    runtime = make_runtime(config(relay), environ={"NOSTR_PRIVATE_KEY": "nsec1xyz"})
     async with runtime.serving():
         runner = runtime.channels.runners["nostr"]
         with anyio.fail_after(TIMEOUT):
@@ -470,3 +469,38 @@ def test_nip04_round_trip_between_two_keys_and_against_plain_ecdh() -> None:
         nip04_decrypt(Keys.generate(), alice.public_key, sealed)
     with pytest.raises(NostrError):
         nip04_decrypt(bob, alice.public_key, "no-iv")
+
+
+# -- conformance ----------------------------------------------------------------------------------
+
+
+class NostrPeer:
+    """A second key pair using the relay: DMs the bot and reads (decrypts) the bot's DMs."""
+
+    def __init__(self, relay: Relay) -> None:
+        self.relay = relay
+        self.bot = Keys.generate()
+        self.person = Person()
+        self.settings = {"private_key": _secret_hex(self.bot), "relays": [relay.url]}
+        self.target = self.person.keys.npub
+        # a relay does not refuse recipients (any key may receive); see the oversized-event test
+        self.refused_target = None
+        self.unreachable_settings = {**self.settings, "relays": ["ws://127.0.0.1:1"]}
+
+    async def inbound(self, text: str) -> None:
+        # the channel subscribes right after it starts; a DM published before the REQ
+        # arrives is still delivered (the REQ asks for everything since the start)
+        reply = await publish(self.relay, self.person.dm(self.bot.public_key, text))
+        assert reply[2] is True, reply
+
+    async def received(self, count: int) -> list[str]:
+        events = await dms_to(self.relay, self.person, count, self.bot.public_key)
+        return [self.person.decrypt(self.bot.public_key, e["content"]) for e in events]
+
+
+class TestNostrConformance(ChannelConformance):
+    adapter = NostrChannel
+
+    @pytest.fixture
+    async def peer(self, relay) -> NostrPeer:
+        return NostrPeer(relay)

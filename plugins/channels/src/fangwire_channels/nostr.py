@@ -113,6 +113,7 @@ class NostrChannel(ChannelAdapter):
         self._keys: Keys | None = None
         self._since: int | None = None
         self._seen: collections.OrderedDict[str, None] = collections.OrderedDict()
+        self._last_created_at = 0
 
     @classmethod
     def is_available(cls) -> bool:
@@ -284,8 +285,11 @@ class NostrChannel(ChannelAdapter):
         tags = [["p", recipient]]
         if message.reply_to and len(message.reply_to) == 64:
             tags.append(["e", message.reply_to, "", "reply"])
+        # Strictly increasing timestamps: clients order DMs by created_at, and the parts of
+        # a long answer are often sent within one second.
+        self._last_created_at = max(int(time.time()), self._last_created_at + 1)
         event = sign_event(
-            keys, kind=DM_KIND, content=content, tags=tags, created_at=int(time.time())
+            keys, kind=DM_KIND, content=content, tags=tags, created_at=self._last_created_at
         )
         relays = self._relays()
         answers: list[_RelayAnswer] = []
