@@ -546,3 +546,19 @@ class TestEmailConformance(ChannelConformance):
     @pytest.fixture
     async def peer(self, dovecot, submission, accounts) -> EmailPeer:
         return EmailPeer(dovecot, submission, accounts)
+
+
+@pytest.mark.anyio
+async def test_test_message_goes_to_the_bots_own_address_and_is_not_answered(
+    make_runtime, dovecot, submission, accounts
+):
+    (bot, bot_pw), _ = accounts
+    runtime = make_runtime(config(dovecot, submission, bot), environ={"EMAIL_PASSWORD": bot_pw})
+    async with runtime.serving():
+        receipt = await runtime.channels.test("email", None)
+        (mail,) = await wait_for_mail(dovecot, bot, 1)
+        await wait_for_flags(dovecot, bot, "\\Seen")
+        counters = runtime.channels.runners["email"].counters
+    assert receipt.message_ids == (str(mail["Message-ID"]),)
+    assert body(mail) == "fangwire test message"
+    assert counters.received == 0

@@ -504,3 +504,22 @@ class TestNostrConformance(ChannelConformance):
     @pytest.fixture
     async def peer(self, relay) -> NostrPeer:
         return NostrPeer(relay)
+
+
+@pytest.mark.anyio
+async def test_test_message_goes_to_the_bots_own_key(make_runtime, relay):
+    bot = Keys.generate()
+    runtime = make_runtime(config(relay), environ={"NOSTR_PRIVATE_KEY": _secret_hex(bot)})
+    async with runtime.serving():
+        receipt = await runtime.channels.test("nostr", None)
+        (event,) = await dms_to(relay, _AsPerson(bot), 1, bot.public_key)
+        await anyio.sleep(0.3)
+        counters = runtime.channels.runners["nostr"].counters
+    assert receipt.message_ids == (event["id"],)
+    assert nip04_decrypt(bot, bot.public_key, event["content"]) == "fangwire test message"
+    assert counters.received == 0  # its own DM is not answered
+
+
+class _AsPerson:
+    def __init__(self, keys: Keys) -> None:
+        self.keys = keys

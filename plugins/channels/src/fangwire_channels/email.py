@@ -346,15 +346,18 @@ class EmailChannel(ChannelAdapter):
         )
 
     async def _flag_answered(self, imap: aioimaplib.IMAP4, lost: anyio.Event) -> None:
-        pending = sorted(u for v, u in self._to_flag_answered if v == self._uidvalidity)
-        self._to_flag_answered.clear()
+        pending = {(v, u) for v, u in self._to_flag_answered if v == self._uidvalidity}
+        self._to_flag_answered -= {
+            (v, u) for v, u in self._to_flag_answered if v != self._uidvalidity
+        }
         if pending:
-            uid_set = ",".join(str(u) for u in pending)
+            uid_set = ",".join(str(u) for _, u in sorted(pending))
             await self._command(
                 "UID STORE",
                 lambda: imap.uid("store", uid_set, "+FLAGS.SILENT", r"(\Answered \Seen)"),
                 lost=lost,
             )
+            self._to_flag_answered -= pending
 
     async def _woken(self, lost: anyio.Event, wait: Callable[[], Any]) -> None:
         """Return when ``wait()`` returns, an answer needs flagging or the connection drops."""

@@ -151,6 +151,10 @@ class NostrChannel(ChannelAdapter):
         self._relays()
         self.ctx.log.info("nostr: public key %s", self.public_key)
 
+    async def test(self, target: str | None) -> DeliveryReceipt:
+        """A test DM goes to the bot's own key unless a target is given."""
+        return await super().test(target or self.public_key)
+
     # -- receiving ----------------------------------------------------------------------------
 
     async def receive(self) -> None:
