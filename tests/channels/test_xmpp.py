@@ -1,0 +1,357 @@
+"""The ``xmpp`` channel against a real prosody server, with a second slixmpp client as the user.
+
+The user (``alice``) writes to the bot directly and in MUC rooms; the bound ``assistant``
+agent (offline ``echo`` provider) answers through fangwire, and the answer must arrive at the
+user's client. Refusals are the server's own error bounces.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import logging
+import uuid
+from collections.abc import AsyncIterator, Callable, Iterator
+from typing import Any
+
+import anyio
+import pytest
+import slixmpp
+from slixmpp.plugins.xep_0004 import Form
+
+from fangwire.channels import ChannelError, OutboundMessage
+from fangwire.runtime import Runtime
+from fangwire_channels.xmpp import XmppChannel, _mentions
+from tests.channels.servers import prosody as prosody_server
+from tests.channels.servers.prosody import Prosody
+
+TIMEOUT = 20
+BOT_PASSWORD = "bot-secret-" + uuid.uuid4().hex[:8]
+USER_PASSWORD = "alice-pw"
+
+pytestmark = pytest.mark.anyio
+
+prosody = prosody_server.prosody  # the session-scoped server fixture
+
+
+@pytest.fixture(scope="module")
+def accounts(prosody: Prosody) -> Iterator[tuple[str, str]]:
+    yield prosody.register("bot", BOT_PASSWORD), prosody.register("alice", USER_PASSWORD)
+
+
+def config(server: Prosody, *, rooms: list[str] = (), extra: str = "") -> str:  # type: ignore[assignment]
+    room_list = ", ".join(f'"{r}"' for r in rooms)
+    return f"""
+[channels.xmpp]
+jid = "bot@{server.domain}"
+server = "127.0.0.1"
+port = {server.port}
+rooms = [{room_list}]
+use_tls = false
+allow_plaintext = true
+agent = "assistant"
+{extra}
+"""
+
+
+def new_room(server: Prosody) -> str:
+    return f"room-{uuid.uuid4().hex[:8]}@{server.muc_domain}"
+
+
+class User:
+    """A real XMPP client (slixmpp) logged in as a test user; collects what it receives."""
+
+    def __init__(self, server: Prosody, jid: str, password: str, nick: str = "alice") -> None:
+        self.server = server
+        self.nick = nick
+        self.client = slixmpp.ClientXMPP(jid, password)
+        self.client.enable_starttls = False
+        self.client.enable_direct_tls = False
+        self.client.enable_plaintext = True
+        self.client.plugin["feature_mechanisms"].unencrypted_plain = True
+        self.client.register_plugin("xep_0045")
+        self.client.register_plugin("xep_0203")
+        self.messages: asyncio.Queue[Any] = asyncio.Queue()
+        self.client.add_event_handler("message", self.messages.put_nowait)
+
+    async def __aenter__(self) -> User:
+        started: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self.client.add_event_handler("session_start", lambda _: started.set_result(None))
+        self.client.connect("127.0.0.1", self.server.port)
+        with anyio.fail_after(TIMEOUT):
+            await started
+        self.client.send_presence()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        with anyio.move_on_after(3):
+            await self.client.disconnect(wait=1.0)
+        self.client.abort()
+
+    async def join(self, room: str) -> None:
+        muc = self.client.plugin["xep_0045"]
+        presence, *_ = await muc.join_muc_wait(
+            slixmpp.JID(room), self.nick, maxstanzas=0, timeout=TIMEOUT
+        )
+        if 201 in presence["muc"]["status_codes"]:  # created it: unlock as an instant room
+            await muc.set_room_config(slixmpp.JID(room), Form(), timeout=TIMEOUT)
+
+    def say(self, to: str, text: str, *, groupchat: bool = False, thread: str = "") -> None:
+        msg = self.client.make_message(
+            mto=to, mbody=text, mtype="groupchat" if groupchat else "chat"
+        )
+        if thread:
+            msg["thread"] = thread
+        msg.send()
+
+    async def next_from(self, sender: str) -> Any:
+        """The next message whose ``from`` (bare, or full for rooms) is ``sender``."""
+        with anyio.fail_after(TIMEOUT):
+            while True:
+                msg = await self.messages.get()
+                if msg["type"] != "error" and sender in (str(msg["from"]), msg["from"].bare):
+                    return msg
+
+
+@pytest.fixture
+async def alice(prosody: Prosody, accounts: tuple[str, str]) -> AsyncIterator[User]:
+    async with User(prosody, accounts[1], USER_PASSWORD) as user:
+        yield user
+
+
+def adapter(runtime: Runtime) -> XmppChannel:
+    channel = runtime.channels.running("xmpp").adapter
+    assert isinstance(channel, XmppChannel)
+    return channel
+
+
+async def wait_for(check: Callable[[], bool]) -> None:
+    with anyio.fail_after(TIMEOUT):
+        while not check():
+            await anyio.sleep(0.05)
+
+
+async def wait_running(runtime: Runtime, *, after_error: bool = False) -> None:
+    with anyio.fail_after(TIMEOUT):
+        while True:
+            runner = runtime.channels.runners.get("xmpp")
+            if runner is not None and runner.state == "running":
+                session = adapter(runtime)._session
+                if session is not None and not session.ended:
+                    return
+            await anyio.sleep(0.05)
+
+
+async def test_direct_message_is_answered_in_its_thread(
+    make_runtime: Any, prosody: Prosody, accounts: tuple[str, str], alice: User
+) -> None:
+    runtime = make_runtime(config(prosody), environ={"XMPP_PASSWORD": BOT_PASSWORD})
+    async with runtime.serving():
+        await wait_running(runtime)
+        alice.say(accounts[0], "hello there", thread="thread-1")
+        answer = await alice.next_from(accounts[0])
+        counters = runtime.channels.runners["xmpp"].counters
+        # The send returns once the bounce window has passed without a refusal.
+        await wait_for(lambda: counters.sent == 1)
+    assert answer["body"] == "echo: hello there"
+    assert answer["type"] == "chat"
+    assert answer["thread"] == "thread-1"
+    assert counters.received == 1
+    assert counters.sent == 1
+
+
+async def test_room_messages_need_a_mention_and_own_echo_is_ignored(
+    make_runtime: Any, prosody: Prosody, accounts: tuple[str, str], alice: User
+) -> None:
+    room = new_room(prosody)
+    runtime = make_runtime(config(prosody, rooms=[room]), environ={"XMPP_PASSWORD": BOT_PASSWORD})
+    async with runtime.serving(), runtime.bus.subscribe("channel.inbound") as inbound:
+        await wait_running(runtime)
+        await alice.join(room)
+        alice.say(room, "just chatting", groupchat=True)
+        alice.say(room, "bot: are you there?", groupchat=True)
+        answer = await alice.next_from(f"{room}/bot")
+        with anyio.fail_after(TIMEOUT):
+            first = await inbound.receive()
+            second = await inbound.receive()
+        # The room reflects the bot's answer back to the bot: it must not come in as a message.
+        await anyio.sleep(0.5)
+        counters = runtime.channels.runners["xmpp"].counters
+    assert answer["body"] == "echo: bot: are you there?"
+    assert answer["type"] == "groupchat"
+    assert [first.payload["text"], second.payload["text"]] == [
+        "just chatting",
+        "bot: are you there?",
+    ]
+    assert second.payload["chat"] == room
+    assert second.payload["is_group"] is True
+    assert second.payload["sender_name"] == "alice"
+    assert counters.received == 2
+    assert counters.ignored == 1
+    assert counters.sent == 1
+
+
+async def test_room_history_is_not_replayed_as_new_messages(
+    make_runtime: Any, prosody: Prosody, accounts: tuple[str, str], alice: User
+) -> None:
+    room = new_room(prosody)
+    await alice.join(room)
+    alice.say(room, "bot: this is old news", groupchat=True)
+    await alice.next_from(f"{room}/alice")  # the room has stored it
+    runtime = make_runtime(config(prosody, rooms=[room]), environ={"XMPP_PASSWORD": BOT_PASSWORD})
+    async with runtime.serving():
+        await wait_running(runtime)
+        alice.say(room, "bot: new", groupchat=True)
+        answer = await alice.next_from(f"{room}/bot")
+        counters = runtime.channels.runners["xmpp"].counters
+    assert answer["body"] == "echo: bot: new"
+    assert counters.received == 1
+
+
+async def test_send_to_rooms_by_target(
+    make_runtime: Any, prosody: Prosody, accounts: tuple[str, str], alice: User
+) -> None:
+    configured, other = new_room(prosody), new_room(prosody)
+    runtime = make_runtime(
+        config(prosody, rooms=[configured]), environ={"XMPP_PASSWORD": BOT_PASSWORD}
+    )
+    async with runtime.serving():
+        await wait_running(runtime)
+        await alice.join(configured)
+        await alice.join(other)
+        receipt = await runtime.channels.send(
+            "xmpp", configured, OutboundMessage(text="to the room", thread_id="t9")
+        )
+        msg = await alice.next_from(f"{configured}/bot")
+        assert msg["type"] == "groupchat"
+        assert msg["body"] == "to the room"
+        assert msg["thread"] == "t9"
+        assert msg["id"] == receipt.message_ids[0]
+        # A room not in the configuration: recognised through service discovery, joined.
+        await runtime.channels.send("xmpp", other, OutboundMessage(text="elsewhere"))
+        msg = await alice.next_from(f"{other}/bot")
+        assert (msg["type"], msg["body"]) == ("groupchat", "elsewhere")
+        # A bare user JID gets a chat message.
+        await runtime.channels.send("xmpp", accounts[1], OutboundMessage(text="just you"))
+        msg = await alice.next_from(accounts[0])
+        assert (msg["type"], msg["body"]) == ("chat", "just you")
+
+
+async def test_refusals_are_reported_with_the_servers_reason(
+    make_runtime: Any, prosody: Prosody, accounts: tuple[str, str]
+) -> None:
+    runtime = make_runtime(config(prosody), environ={"XMPP_PASSWORD": BOT_PASSWORD})
+    async with runtime.serving():
+        await wait_running(runtime)
+        with pytest.raises(ChannelError, match="service-unavailable"):
+            await runtime.channels.send(
+                "xmpp", f"nobody@{prosody.domain}", OutboundMessage(text="anyone?")
+            )
+        with pytest.raises(ChannelError, match=r"refused: (not-allowed|remote-server-not-found)"):
+            await runtime.channels.send(
+                "xmpp", "someone@elsewhere.example", OutboundMessage(text="hi")
+            )
+        with pytest.raises(ChannelError, match="not a JID"):
+            await runtime.channels.send("xmpp", "@@", OutboundMessage(text="hi"))
+        counters = runtime.channels.runners["xmpp"].counters
+    assert counters.sent == 0
+    assert counters.send_failures == 3
+
+
+async def test_reconnects_after_the_server_drops_the_stream(
+    make_runtime: Any, prosody: Prosody, accounts: tuple[str, str]
+) -> None:
+    runtime = make_runtime(config(prosody), environ={"XMPP_PASSWORD": BOT_PASSWORD})
+    async with runtime.serving():
+        await wait_running(runtime)
+        first = adapter(runtime)._session
+        prosody.restart()
+        with anyio.fail_after(TIMEOUT):
+            while adapter(runtime)._session is first:
+                await anyio.sleep(0.05)
+        await wait_running(runtime)
+        assert adapter(runtime)._session is not first
+        async with User(prosody, accounts[1], USER_PASSWORD) as user:
+            user.say(accounts[0], "still there?")
+            answer = await user.next_from(accounts[0])
+        runner = runtime.channels.runners["xmpp"]
+        assert runner.status == "running"
+        assert runner.counters.last_error is not None
+        assert "connection lost" in runner.counters.last_error
+    assert answer["body"] == "echo: still there?"
+
+
+async def test_stops_within_a_bound_and_logs_out(
+    make_runtime: Any, prosody: Prosody, accounts: tuple[str, str]
+) -> None:
+    runtime = make_runtime(config(prosody), environ={"XMPP_PASSWORD": BOT_PASSWORD})
+    with anyio.fail_after(TIMEOUT):
+        async with runtime.serving():
+            await wait_running(runtime)
+            channel = adapter(runtime)
+            session = channel._session
+            assert session is not None
+    assert session.ended
+    assert channel._session is None
+
+
+async def test_wrong_password_is_reported_not_retried_hot(
+    make_runtime: Any, prosody: Prosody, accounts: tuple[str, str]
+) -> None:
+    runtime = make_runtime(config(prosody), environ={"XMPP_PASSWORD": "wrong"})
+    async with runtime.serving():
+        with anyio.fail_after(TIMEOUT):
+            while runtime.channels.runners["xmpp"].counters.last_error is None:
+                await anyio.sleep(0.05)
+        runner = runtime.channels.runners["xmpp"]
+        assert runner.status.startswith("error: authentication failed")
+        with pytest.raises(ChannelError, match="not connected"):
+            await adapter(runtime).send(accounts[1], OutboundMessage(text="x"))
+
+
+async def test_plaintext_needs_an_explicit_opt_in(make_runtime: Any, prosody: Prosody) -> None:
+    text = config(prosody).replace("allow_plaintext = true", "")
+    runtime = make_runtime(text, environ={"XMPP_PASSWORD": BOT_PASSWORD})
+    async with runtime.serving():
+        with anyio.fail_after(TIMEOUT):
+            while runtime.channels.runners["xmpp"].counters.last_error is None:
+                await anyio.sleep(0.05)
+        assert "allow_plaintext" in (runtime.channels.runners["xmpp"].counters.last_error or "")
+
+
+async def test_tls_is_required_by_default(make_runtime: Any, prosody: Prosody) -> None:
+    # The test server offers no TLS: with the defaults the bot must refuse to log in.
+    text = config(prosody).replace("use_tls = false", "").replace("allow_plaintext = true", "")
+    runtime = make_runtime(text, environ={"XMPP_PASSWORD": BOT_PASSWORD})
+    async with runtime.serving():
+        with anyio.fail_after(TIMEOUT):
+            while runtime.channels.runners["xmpp"].counters.last_error is None:
+                await anyio.sleep(0.05)
+        assert runtime.channels.runners["xmpp"].state == "error"
+        assert adapter(runtime)._session is None
+
+
+async def test_password_never_in_repr_or_logs(
+    make_runtime: Any,
+    prosody: Prosody,
+    accounts: tuple[str, str],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    runtime = make_runtime(config(prosody), environ={"XMPP_PASSWORD": BOT_PASSWORD})
+    async with runtime.serving():
+        await wait_running(runtime)
+        channel = adapter(runtime)
+        shown = repr(channel) + repr(channel.ctx)
+    plain = base64.b64encode(f"\0bot\0{BOT_PASSWORD}".encode()).decode()
+    assert "SEND:" in caplog.text  # the wire log was captured
+    assert BOT_PASSWORD not in shown
+    assert BOT_PASSWORD not in caplog.text
+    assert plain not in caplog.text
+
+
+def test_mentions_match_the_nick_as_a_word() -> None:
+    assert _mentions("bot: hi", "bot")
+    assert _mentions("hey @Bot!", "bot")
+    assert not _mentions("robots everywhere", "bot")
+    assert not _mentions("anything", "")
