@@ -17,10 +17,12 @@ from typing import Any
 import anyio
 import pytest
 import slixmpp
+from anyio.from_thread import BlockingPortal, start_blocking_portal
 from slixmpp.plugins.xep_0004 import Form
 
 from fangwire.channels import ChannelError, OutboundMessage
 from fangwire.runtime import Runtime
+from fangwire.testing.channels import ChannelConformance
 from fangwire_channels.xmpp import XmppChannel, _mentions
 from tests.channels.servers import prosody as prosody_server
 from tests.channels.servers.prosody import Prosody
@@ -355,3 +357,59 @@ def test_mentions_match_the_nick_as_a_word() -> None:
     assert _mentions("hey @Bot!", "bot")
     assert not _mentions("robots everywhere", "bot")
     assert not _mentions("anything", "")
+
+
+class XmppPeer:
+    """``alice`` on the prosody server, as the conformance harness's platform user.
+
+    The harness's fixtures are synchronous, so her client runs on its own event loop in a
+    thread (an anyio blocking portal) and the peer's methods call into it.
+    """
+
+    def __init__(self, server: Prosody, bot: str, user: User, portal: BlockingPortal) -> None:
+        self.bot = bot
+        self.user = user
+        self.portal = portal
+        self.settings = {
+            "jid": bot,
+            "password": BOT_PASSWORD,
+            "server": "127.0.0.1",
+            "port": server.port,
+            "use_tls": False,
+            "allow_plaintext": True,
+        }
+        self.target = str(user.client.boundjid.bare)
+        self.refused_target: str | None = f"nobody@{server.domain}"
+        self.unreachable_settings: dict[str, Any] | None = {
+            **self.settings,
+            "port": prosody_server.free_port(),
+        }
+        self.texts: list[str] = []
+
+    async def inbound(self, text: str) -> None:
+        await anyio.to_thread.run_sync(self.portal.call, self.user.say, self.bot, text)
+
+    async def _collect(self, count: int) -> list[str]:
+        while len(self.texts) < count:
+            msg = await self.user.next_from(self.bot)
+            self.texts.append(str(msg["body"]))
+        return list(self.texts)
+
+    async def received(self, count: int) -> list[str]:
+        return await anyio.to_thread.run_sync(self.portal.call, self._collect, count)
+
+
+class TestXmppConformance(ChannelConformance):
+    adapter = XmppChannel
+
+    @pytest.fixture
+    def peer(self, prosody: Prosody, accounts: tuple[str, str]) -> Iterator[XmppPeer]:
+        async def connect() -> User:
+            return await User(prosody, accounts[1], USER_PASSWORD).__aenter__()
+
+        with start_blocking_portal() as portal:
+            user = portal.call(connect)
+            try:
+                yield XmppPeer(prosody, accounts[0], user, portal)
+            finally:
+                portal.call(user.__aexit__, None, None, None)

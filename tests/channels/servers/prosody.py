@@ -38,7 +38,7 @@ http_ports = {{ }}
 https_ports = {{ }}
 daemonize = false
 log = {{ debug = "{dir}/prosody.log" }}
-modules_enabled = {{ "roster"; "saslauth"; "disco"; "ping"; "register" }}
+modules_enabled = {{ "roster"; "saslauth"; "disco"; "ping"; "register"; "offline" }}
 modules_disabled = {{ "s2s"; "tls"; "posix" }}
 authentication = "internal_plain"
 allow_unencrypted_plain_auth = true
