@@ -387,6 +387,10 @@ class XmppChannel(ChannelAdapter):
                 session.end_reason = f"no answer to a ping within {KEEPALIVE_TIMEOUT:.0f} s"
                 session.client.abort()
                 return
+            except Exception as exc:  # the stream went away under the ping
+                session.end_reason = f"ping failed: {type(exc).__name__}: {exc}"
+                session.client.abort()
+                return
 
     # -- inbound --------------------------------------------------------------------------------
 

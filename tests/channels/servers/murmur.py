@@ -1,0 +1,155 @@
+"""A real Mumble server (murmurd, Debian's mumble-server) for the tests.
+
+Started from a session-scoped fixture on 127.0.0.1 with an ephemeral port, in a temp dir
+holding its ini, sqlite database, log and a self-signed certificate generated here (its
+SHA-256 fingerprint is what the adapter pins). Ice/D-Bus are off, auto-ban and the text
+flood limit are relaxed (the tests connect often and send quickly). ``-supw`` sets the
+SuperUser password first, so a test client can create channels and ACLs. A missing
+``murmurd`` fails the tests that use it: ``.ci/run`` installs it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime
+import hashlib
+import os
+import pwd
+import shutil
+import signal
+import subprocess
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import attrs
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+
+from tests.channels.servers.prosody import free_port, wait_for_port
+
+START_TIMEOUT = 20.0
+SERVER_PASSWORD = "murmur-server-pw"
+SUPERUSER_PASSWORD = "murmur-su-pw"
+
+INI = """\
+database={dir}/murmur.sqlite
+logfile={dir}/murmur.log
+pidfile={dir}/murmur.pid
+host=127.0.0.1
+port={port}
+serverpassword={password}
+sslCert={dir}/cert.pem
+sslKey={dir}/key.pem
+welcometext=
+users=100
+bandwidth=72000
+textmessagelength=5000
+allowhtml=true
+messageburst=1000
+messagelimit=1000
+autobanAttempts=0
+autobanTimeframe=0
+allowping=false
+bonjour=false
+ice=
+icesecretwrite=
+"""
+
+
+def self_signed(directory: Path) -> str:
+    """Write cert.pem/key.pem for 127.0.0.1; return the certificate's SHA-256 (hex)."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(days=1))
+        .not_valid_after(now + datetime.timedelta(days=7))
+        .sign(key, hashes.SHA256())
+    )
+    (directory / "cert.pem").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    (directory / "key.pem").write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    return hashlib.sha256(cert.public_bytes(serialization.Encoding.DER)).hexdigest()
+
+
+@attrs.define
+class Murmur:
+    dir: Path
+    port: int
+    fingerprint: str
+    proc: subprocess.Popen[bytes] | None = None
+    password: str = SERVER_PASSWORD
+    superuser_password: str = SUPERUSER_PASSWORD
+
+    @property
+    def ini(self) -> Path:
+        return self.dir / "murmur.ini"
+
+    def start(self) -> None:
+        with (self.dir / "console.log").open("ab") as console:
+            self.proc = subprocess.Popen(
+                ["murmurd", "-fg", "-ini", str(self.ini)],
+                stdout=console,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        wait_for_port(self.port, self.proc, START_TIMEOUT)
+
+    def stop(self) -> None:
+        proc, self.proc = self.proc, None
+        if proc is None:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=10)
+
+    def restart(self) -> None:
+        """Kill the server (every connection drops) and start it again on the same port."""
+        self.stop()
+        self.start()
+
+    def log(self) -> str:
+        path = self.dir / "console.log"
+        return path.read_text(errors="replace") if path.exists() else ""
+
+
+@pytest.fixture(scope="session")
+def murmur() -> Iterator[Murmur]:
+    if shutil.which("murmurd") is None:
+        pytest.fail("murmurd is not installed (apt-get install mumble-server; .ci/run does this)")
+    base = Path(tempfile.mkdtemp(prefix="fangwire-murmur-"))
+    server = Murmur(dir=base, port=free_port(), fingerprint=self_signed(base))
+    server.ini.write_text(
+        INI.format(dir=base, port=server.port, password=SERVER_PASSWORD), encoding="utf-8"
+    )
+    if os.geteuid() == 0:
+        # murmurd started as root switches to its own user, which must own its files.
+        user = pwd.getpwnam("mumble-server")
+        for path in (base, *base.iterdir()):
+            os.chown(path, user.pw_uid, user.pw_gid)
+    subprocess.run(
+        ["murmurd", "-ini", str(server.ini), "-supw", SUPERUSER_PASSWORD],
+        check=True,
+        capture_output=True,
+        timeout=30,
+    )
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+        shutil.rmtree(base, ignore_errors=True)
