@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import logging
+import ssl
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
@@ -33,7 +34,8 @@ USER_PASSWORD = "alice-pw"
 
 pytestmark = pytest.mark.anyio
 
-prosody = prosody_server.prosody  # the session-scoped server fixture
+prosody = prosody_server.prosody  # the session-scoped server fixtures
+prosody_tls = prosody_server.prosody_tls
 
 
 @pytest.fixture(scope="module")
@@ -63,14 +65,19 @@ def new_room(server: Prosody) -> str:
 class User:
     """A real XMPP client (slixmpp) logged in as a test user; collects what it receives."""
 
-    def __init__(self, server: Prosody, jid: str, password: str, nick: str = "alice") -> None:
+    def __init__(
+        self, server: Prosody, jid: str, password: str, nick: str = "alice", *, tls: bool = False
+    ) -> None:
         self.server = server
         self.nick = nick
         self.client = slixmpp.ClientXMPP(jid, password)
-        self.client.enable_starttls = False
         self.client.enable_direct_tls = False
-        self.client.enable_plaintext = True
-        self.client.plugin["feature_mechanisms"].unencrypted_plain = True
+        if tls:
+            self.client.ca_certs = server.dir / "cert.pem"
+        else:
+            self.client.enable_starttls = False
+            self.client.enable_plaintext = True
+            self.client.plugin["feature_mechanisms"].unencrypted_plain = True
         self.client.register_plugin("xep_0045")
         self.client.register_plugin("xep_0203")
         self.messages: asyncio.Queue[Any] = asyncio.Queue()
@@ -330,7 +337,49 @@ async def test_tls_is_required_by_default(make_runtime: Any, prosody: Prosody) -
             while runtime.channels.runners["xmpp"].counters.last_error is None:
                 await anyio.sleep(0.05)
         assert runtime.channels.runners["xmpp"].state == "error"
+        assert "offered no TLS" in runtime.channels.runners["xmpp"].status
         assert adapter(runtime)._session is None
+
+
+def tls_config(server: Prosody, *, trust: bool) -> str:
+    ca = f'ca_file = "{server.dir / "cert.pem"}"' if trust else ""
+    return f"""
+[channels.xmpp]
+jid = "bot@{server.domain}"
+server = "127.0.0.1"
+port = {server.port}
+agent = "assistant"
+{ca}
+"""
+
+
+async def test_starttls_with_a_trusted_certificate(make_runtime: Any, prosody_tls: Prosody) -> None:
+    bot = prosody_tls.register("bot", BOT_PASSWORD)
+    user = prosody_tls.register("alice", USER_PASSWORD)
+    runtime = make_runtime(
+        tls_config(prosody_tls, trust=True), environ={"XMPP_PASSWORD": BOT_PASSWORD}
+    )
+    async with runtime.serving():
+        await wait_running(runtime)
+        session = adapter(runtime)._session
+        assert session is not None
+        assert isinstance(session.client.socket, ssl.SSLObject | ssl.SSLSocket)
+        async with User(prosody_tls, user, USER_PASSWORD, tls=True) as alice:
+            alice.say(bot, "over TLS")
+            answer = await alice.next_from(bot)
+    assert answer["body"] == "echo: over TLS"
+
+
+async def test_untrusted_certificate_is_refused(make_runtime: Any, prosody_tls: Prosody) -> None:
+    prosody_tls.register("bot", BOT_PASSWORD)
+    runtime = make_runtime(
+        tls_config(prosody_tls, trust=False), environ={"XMPP_PASSWORD": BOT_PASSWORD}
+    )
+    async with runtime.serving():
+        await wait_for(lambda: runtime.channels.runners["xmpp"].counters.last_error is not None)
+        status = runtime.channels.runners["xmpp"].status
+        assert adapter(runtime)._session is None
+    assert "CERTIFICATE_VERIFY_FAILED" in status
 
 
 async def test_password_never_in_repr_or_logs(

@@ -11,8 +11,6 @@ SuperUser password first, so a test client can create channels and ACLs. A missi
 from __future__ import annotations
 
 import contextlib
-import datetime
-import hashlib
 import os
 import pwd
 import shutil
@@ -24,11 +22,8 @@ from pathlib import Path
 
 import attrs
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 
+from tests.channels.servers.certs import self_signed
 from tests.channels.servers.prosody import free_port, wait_for_port
 
 START_TIMEOUT = 20.0
@@ -58,32 +53,6 @@ bonjour=false
 ice=
 icesecretwrite=
 """
-
-
-def self_signed(directory: Path) -> str:
-    """Write cert.pem/key.pem for 127.0.0.1; return the certificate's SHA-256 (hex)."""
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
-    now = datetime.datetime.now(datetime.UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(days=1))
-        .not_valid_after(now + datetime.timedelta(days=7))
-        .sign(key, hashes.SHA256())
-    )
-    (directory / "cert.pem").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    (directory / "key.pem").write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
-    return hashlib.sha256(cert.public_bytes(serialization.Encoding.DER)).hexdigest()
 
 
 @attrs.define
@@ -132,7 +101,7 @@ def murmur() -> Iterator[Murmur]:
     if shutil.which("murmurd") is None:
         pytest.fail("murmurd is not installed (apt-get install mumble-server; .ci/run does this)")
     base = Path(tempfile.mkdtemp(prefix="fangwire-murmur-"))
-    server = Murmur(dir=base, port=free_port(), fingerprint=self_signed(base))
+    server = Murmur(dir=base, port=free_port(), fingerprint=self_signed(base, "127.0.0.1"))
     server.ini.write_text(
         INI.format(dir=base, port=server.port, password=SERVER_PASSWORD), encoding="utf-8"
     )

@@ -2,8 +2,10 @@
 
 Started from a session-scoped fixture: a temp dir holds the config, the data (owned by the
 ``prosody`` user, which prosodyctl and prosody switch to when started as root) and the log.
-No TLS (the adapter is pointed at it with ``use_tls = false``, ``allow_plaintext = true``);
-one virtual host ``localhost`` and a MUC component ``conference.localhost``. A missing
+The ``prosody`` fixture offers no TLS (the adapter is pointed at it with ``use_tls = false``,
+``allow_plaintext = true``); ``prosody_tls`` requires STARTTLS with a certificate for
+``localhost`` generated at test time (``cert.pem`` is also the CA to trust). Both have one
+virtual host ``localhost`` and a MUC component ``conference.localhost``. A missing
 ``prosody`` binary fails the tests that use it: ``.ci/run`` installs it.
 """
 
@@ -24,6 +26,8 @@ from pathlib import Path
 import attrs
 import pytest
 
+from tests.channels.servers.certs import self_signed
+
 DOMAIN = "localhost"
 MUC_DOMAIN = "conference.localhost"
 START_TIMEOUT = 15.0
@@ -38,11 +42,10 @@ http_ports = {{ }}
 https_ports = {{ }}
 daemonize = false
 log = {{ debug = "{dir}/prosody.log" }}
-modules_enabled = {{ "roster"; "saslauth"; "disco"; "ping"; "register"; "offline" }}
-modules_disabled = {{ "s2s"; "tls"; "posix" }}
+modules_enabled = {{ "roster"; "saslauth"; "disco"; "ping"; "register"; "offline"{tls_module} }}
+modules_disabled = {{ "s2s"; "posix"{no_tls} }}
 authentication = "internal_plain"
-allow_unencrypted_plain_auth = true
-c2s_require_encryption = false
+{encryption}
 VirtualHost "{domain}"
 Component "{muc}" "muc"
     restrict_room_creation = false
@@ -114,21 +117,39 @@ class Prosody:
         self.start()
 
 
-@pytest.fixture(scope="session")
-def prosody() -> Iterator[Prosody]:
+PLAIN = "allow_unencrypted_plain_auth = true\nc2s_require_encryption = false"
+TLS = (
+    "c2s_require_encryption = true\n"
+    'ssl = {{ certificate = "{dir}/cert.pem"; key = "{dir}/key.pem" }}'
+)
+
+
+@contextlib.contextmanager
+def running_prosody(*, tls: bool) -> Iterator[Prosody]:
     if shutil.which("prosody") is None or shutil.which("prosodyctl") is None:
         pytest.fail("prosody is not installed (apt-get install prosody; .ci/run does this)")
     # Not under pytest's tmp dir: its parents are private to root, and prosody runs as its user.
     base = Path(tempfile.mkdtemp(prefix="fangwire-prosody-"))
     server = Prosody(dir=base, port=free_port())
     (base / "data").mkdir()
+    if tls:
+        self_signed(base, DOMAIN)
     server.config.write_text(
-        CONFIG.format(dir=base, port=server.port, domain=DOMAIN, muc=MUC_DOMAIN), encoding="utf-8"
+        CONFIG.format(
+            dir=base,
+            port=server.port,
+            domain=DOMAIN,
+            muc=MUC_DOMAIN,
+            tls_module='; "tls"' if tls else "",
+            no_tls="" if tls else '; "tls"',
+            encryption=TLS.format(dir=base) if tls else PLAIN,
+        ),
+        encoding="utf-8",
     )
     if os.geteuid() == 0:
         user = pwd.getpwnam("prosody")
         os.chmod(base, 0o755)  # noqa: S103 - prosody's user must reach its data
-        for path in (base / "data", base):
+        for path in (base, *base.iterdir()):
             os.chown(path, user.pw_uid, user.pw_gid)
     server.start()
     try:
@@ -136,3 +157,15 @@ def prosody() -> Iterator[Prosody]:
     finally:
         server.stop()
         shutil.rmtree(base, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def prosody() -> Iterator[Prosody]:
+    with running_prosody(tls=False) as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def prosody_tls() -> Iterator[Prosody]:
+    with running_prosody(tls=True) as server:
+        yield server

@@ -28,8 +28,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
+import ssl
 import uuid
 from collections.abc import Callable
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import anyio
@@ -151,6 +153,11 @@ class XmppChannel(ChannelAdapter):
             help="require TLS (STARTTLS); false needs allow_plaintext = true",
         ),
         ConfigField(
+            "ca_file",
+            advanced=True,
+            help="CA certificate (PEM) to trust for the server, e.g. a private CA's",
+        ),
+        ConfigField(
             "allow_plaintext",
             type="bool",
             default=False,
@@ -199,6 +206,9 @@ class XmppChannel(ChannelAdapter):
 
     def _check_settings(self) -> None:
         self._jid()
+        ca_file = str(self.settings.get("ca_file") or "")
+        if ca_file and not Path(ca_file).is_file():
+            raise ChannelConfigError("ca_file", f"no such file: {ca_file}")
         if not self.settings.get("use_tls", True) and not self.settings.get("allow_plaintext"):
             raise ChannelConfigError(
                 "use_tls", "an unencrypted connection needs allow_plaintext = true"
@@ -262,6 +272,8 @@ class XmppChannel(ChannelAdapter):
         client.enable_starttls = use_tls
         client.enable_direct_tls = False
         client.enable_plaintext = not use_tls
+        if settings.get("ca_file"):
+            client.ca_certs = Path(str(settings["ca_file"]))
         if not use_tls:
             mechanisms = client.plugin["feature_mechanisms"]
             mechanisms.unencrypted_plain = True
@@ -286,7 +298,14 @@ class XmppChannel(ChannelAdapter):
             session.inbound.put_nowait(None)
 
         def on_failed_auth(_: Any = None) -> None:
-            settle("authentication failed (wrong password, or no TLS for a plain login)")
+            if use_tls and not isinstance(client.socket, ssl.SSLObject | ssl.SSLSocket):
+                settle("the server offered no TLS (set use_tls = false only for test servers)")
+            else:
+                settle("authentication failed")
+
+        def on_invalid_certificate(error: Any) -> None:
+            settle(f"the server's TLS certificate is not trusted: {error}")
+            client.abort()
 
         def on_connection_failed(error: Any) -> None:
             client.cancel_connection_attempt()
@@ -294,6 +313,7 @@ class XmppChannel(ChannelAdapter):
 
         client.add_event_handler("session_start", lambda _: settle(None))
         client.add_event_handler("failed_all_auth", on_failed_auth)
+        client.add_event_handler("ssl_invalid_chain", on_invalid_certificate)
         client.add_event_handler("connection_failed", on_connection_failed)
         client.add_event_handler("disconnected", on_disconnected)
         client.add_event_handler("stream_error", lambda e: setattr(session, "end_reason", str(e)))
