@@ -11,6 +11,7 @@ import asyncio
 import base64
 import logging
 import ssl
+import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
@@ -21,10 +22,10 @@ import slixmpp
 from anyio.from_thread import BlockingPortal, start_blocking_portal
 from slixmpp.plugins.xep_0004 import Form
 
-from fangwire.channels import ChannelError, OutboundMessage
+from fangwire.channels import ChannelContext, ChannelError, OutboundMessage
 from fangwire.runtime import Runtime
 from fangwire.testing.channels import ChannelConformance
-from fangwire_channels.xmpp import XmppChannel, _mentions
+from fangwire_channels.xmpp import XmppChannel, _client_class, _mentions, _Session
 from tests.channels.servers import prosody as prosody_server
 from tests.channels.servers.prosody import Prosody
 
@@ -462,3 +463,52 @@ class TestXmppConformance(ChannelConformance):
                 yield XmppPeer(prosody, accounts[0], user, portal)
             finally:
                 portal.call(user.__aexit__, None, None, None)
+
+
+def _room_message(session: Any, sender: str, body: str, **extra: str) -> Any:
+    msg = session.client.make_message(mto="bot@localhost/r", mbody=body, mtype="groupchat")
+    msg["from"] = sender
+    for key, value in extra.items():
+        msg[key] = value
+    return msg
+
+
+async def test_room_echo_history_and_reflections_are_told_apart() -> None:
+    async def deliver(message: Any) -> None:
+        raise AssertionError("delivered directly")
+
+    ctx = ChannelContext(
+        name="xmpp",
+        settings={},
+        http=None,  # type: ignore[arg-type]
+        deliver=deliver,
+        log=logging.getLogger("test"),
+        clock=time.monotonic,
+    )
+    xmpp = XmppChannel(ctx)
+    client = _client_class()("bot@localhost", "unused")
+    client.register_plugin("xep_0045")
+    client.register_plugin("xep_0203")
+    session = _Session(client, "bot")
+    room = "room@conference.localhost"
+    session.rooms[room] = "bot"
+
+    delayed = _room_message(session, f"{room}/alice", "bot: old")
+    delayed["delay"]["stamp"] = "2020-01-01T00:00:00Z"
+    delayed["delay"]["from"] = room
+    xmpp._on_message(session, delayed)
+    xmpp._on_message(session, _room_message(session, f"{room}/bot", "my own words"))
+    xmpp._on_message(session, _room_message(session, room, "the room's subject"))
+    assert session.inbound.empty()
+
+    pending: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+    session.pending["m1"] = pending
+    xmpp._on_message(session, _room_message(session, f"{room}/bot", "sent", id="m1"))
+    assert pending.done() and pending.result() is None
+    assert session.inbound.empty()
+
+    xmpp._on_message(session, _room_message(session, f"{room}/alice", "hi Bot", thread="t"))
+    message = session.inbound.get_nowait()
+    assert message is not None
+    assert (message.chat, message.sender_name, message.mentioned) == (room, "alice", True)
+    assert message.thread_id == "t"

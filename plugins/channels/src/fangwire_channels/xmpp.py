@@ -26,6 +26,7 @@ reflects it back to the sender, so the send waits for the reflection or an error
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import re
 import ssl
@@ -88,6 +89,21 @@ def _install_scrubber() -> None:
     wire = logging.getLogger("slixmpp.xmlstream.xmlstream")
     if _scrubber not in wire.filters:
         wire.addFilter(_scrubber)
+
+
+@functools.cache
+def _client_class() -> type[slixmpp.ClientXMPP]:
+    import slixmpp
+
+    class Client(slixmpp.ClientXMPP):
+        """slixmpp's client, minus its own reconnecting."""
+
+        def reconnect(self, wait: float = 2.0, reason: str = "Reconnecting") -> None:
+            # slixmpp reconnects on a ping timeout or a see-other-host redirect; fangwire's
+            # core does that instead (with back-off), so end this session.
+            self.disconnect(wait, reason)
+
+    return Client
 
 
 class _Session:
@@ -260,14 +276,12 @@ class XmppChannel(ChannelAdapter):
 
     async def _connect(self) -> _Session:
         """Open one stream, log in and join the rooms; raise :class:`ChannelError` if refused."""
-        import slixmpp
-
         self._check_settings()
         _install_scrubber()
         settings = self.settings
         jid = self._jid()
         secret = settings["password"]
-        client = slixmpp.ClientXMPP(jid, secret.reveal())
+        client = _client_class()(jid, secret.reveal())
         use_tls = bool(settings.get("use_tls", True))
         client.enable_starttls = use_tls
         client.enable_direct_tls = False
