@@ -28,6 +28,7 @@ from fangwire_channels.mumble import MumbleChannel, fit_parts, html_to_text, tex
 from fangwire_channels.mumble_proto import MessageType as T
 from tests.channels.servers import murmur as murmur_server
 from tests.channels.servers.murmur import Murmur
+from tests.channels.servers.silent import silent_server
 
 TIMEOUT = 20
 BOT = "fangbot"
@@ -466,3 +467,20 @@ class TestMumbleConformance(ChannelConformance):
         user = MumbleUser(channels_ready, f"dora-{uuid.uuid4().hex[:6]}")
         with start_blocking_portal() as portal, portal.wrap_async_context_manager(user):
             yield MumblePeer(channels_ready, user, portal)
+
+
+async def test_stop_while_the_server_hangs_closes_the_connection(make_runtime: Any) -> None:
+    async with silent_server() as hung:
+        text = f"""
+[channels.mumble]
+host = "127.0.0.1"
+port = {hung.port}
+username = "{BOT}"
+verify_tls = false
+"""
+        runtime = make_runtime(text, environ=ENV)
+        with anyio.fail_after(TIMEOUT):
+            async with runtime.serving():
+                await hung.accepted.wait()
+                assert runtime.channels.runners["mumble"].state == "starting"
+            await hung.closed_by_client.wait()

@@ -28,6 +28,7 @@ from fangwire.testing.channels import ChannelConformance
 from fangwire_channels.xmpp import XmppChannel, _client_class, _mentions, _Session
 from tests.channels.servers import prosody as prosody_server
 from tests.channels.servers.prosody import Prosody
+from tests.channels.servers.silent import silent_server
 
 TIMEOUT = 20
 BOT_PASSWORD = "bot-secret-" + uuid.uuid4().hex[:8]
@@ -512,3 +513,21 @@ async def test_room_echo_history_and_reflections_are_told_apart() -> None:
     assert message is not None
     assert (message.chat, message.sender_name, message.mentioned) == (room, "alice", True)
     assert message.thread_id == "t"
+
+
+async def test_stop_while_the_server_hangs_closes_the_connection(make_runtime: Any) -> None:
+    async with silent_server() as hung:
+        text = f"""
+[channels.xmpp]
+jid = "bot@localhost"
+server = "127.0.0.1"
+port = {hung.port}
+use_tls = false
+allow_plaintext = true
+"""
+        runtime = make_runtime(text, environ={"XMPP_PASSWORD": BOT_PASSWORD})
+        with anyio.fail_after(TIMEOUT):
+            async with runtime.serving():
+                await hung.accepted.wait()
+                assert runtime.channels.runners["xmpp"].state == "starting"
+            await hung.closed_by_client.wait()

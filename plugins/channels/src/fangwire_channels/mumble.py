@@ -353,6 +353,10 @@ class MumbleChannel(ChannelAdapter):
         except ChannelError:
             await self._discard(session)
             raise
+        except anyio.get_cancelled_exc_class():
+            with anyio.CancelScope(shield=True):
+                await self._discard(session)
+            raise
         except (
             anyio.EndOfStream,
             anyio.IncompleteRead,

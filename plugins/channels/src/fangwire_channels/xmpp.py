@@ -337,20 +337,24 @@ class XmppChannel(ChannelAdapter):
         port = int(settings.get("port") or 5222)
         client.connect(server or None, port if server else None)
         try:
-            with anyio.fail_after(CONNECT_TIMEOUT):
-                failure = await outcome
-        except TimeoutError:
-            failure = f"no session within {CONNECT_TIMEOUT:.0f} s"
-        if failure is not None:
+            try:
+                with anyio.fail_after(CONNECT_TIMEOUT):
+                    failure = await outcome
+            except TimeoutError:
+                failure = f"no session within {CONNECT_TIMEOUT:.0f} s"
+            if failure is not None:
+                raise ChannelError(failure, retryable=True)
+            client.send_presence()
+            for room in settings.get("rooms") or ():
+                try:
+                    await self._join(session, room)
+                except ChannelError as exc:
+                    self.ctx.log.warning("xmpp: could not join %s: %s", room, exc.reason)
+        except BaseException:  # refused, timed out or cancelled (stop): leave nothing open
             client.cancel_connection_attempt()
             client.abort()
-            raise ChannelError(failure, retryable=True)
-        client.send_presence()
-        for room in settings.get("rooms") or ():
-            try:
-                await self._join(session, room)
-            except ChannelError as exc:
-                self.ctx.log.warning("xmpp: could not join %s: %s", room, exc.reason)
+            session.ended = True
+            raise
         self.ctx.log.info("xmpp: connected as %s", client.boundjid.full)
         return session
 
