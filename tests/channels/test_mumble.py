@@ -23,6 +23,7 @@ from fangwire.channelkit.chunking import measure
 from fangwire.channels import ChannelError, LengthUnit, OutboundMessage
 from fangwire.runtime import Runtime
 from fangwire.testing.channels import ChannelConformance
+from fangwire_channels import mumble as mumble_module
 from fangwire_channels import mumble_proto as proto
 from fangwire_channels.mumble import MumbleChannel, fit_parts, html_to_text, text_to_html
 from fangwire_channels.mumble_proto import MessageType as T
@@ -484,3 +485,21 @@ verify_tls = false
                 await hung.accepted.wait()
                 assert runtime.channels.runners["mumble"].state == "starting"
             await hung.closed_by_client.wait()
+
+
+async def test_pings_keep_an_idle_connection_open(
+    make_runtime: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A server that drops clients silent for 3 s (murmur checks every 15.5 s), and the adapter
+    # pinging every 0.5 s: the session must outlive the server's check.
+    monkeypatch.setattr(mumble_module, "PING_INTERVAL", 0.5)
+    with murmur_server.running_murmur(extra_ini="timeout=3\n") as strict:
+        text = config(strict, channel="").replace('channel = ""', "")
+        runtime = make_runtime(text, environ=ENV)
+        async with runtime.serving():
+            await wait_running(runtime)
+            session = adapter(runtime)._session
+            await anyio.sleep(17)
+            assert adapter(runtime)._session is session
+            assert session is not None and not session.ended
+            assert runtime.channels.runners["mumble"].counters.last_error is None

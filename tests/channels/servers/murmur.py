@@ -96,14 +96,15 @@ class Murmur:
         return path.read_text(errors="replace") if path.exists() else ""
 
 
-@pytest.fixture(scope="session")
-def murmur() -> Iterator[Murmur]:
+@contextlib.contextmanager
+def running_murmur(*, extra_ini: str = "") -> Iterator[Murmur]:
     if shutil.which("murmurd") is None:
         pytest.fail("murmurd is not installed (apt-get install mumble-server; .ci/run does this)")
     base = Path(tempfile.mkdtemp(prefix="fangwire-murmur-"))
     server = Murmur(dir=base, port=free_port(), fingerprint=self_signed(base, "127.0.0.1"))
     server.ini.write_text(
-        INI.format(dir=base, port=server.port, password=SERVER_PASSWORD), encoding="utf-8"
+        INI.format(dir=base, port=server.port, password=SERVER_PASSWORD) + extra_ini,
+        encoding="utf-8",
     )
     if os.geteuid() == 0:
         # murmurd started as root switches to its own user, which must own its files.
@@ -122,3 +123,9 @@ def murmur() -> Iterator[Murmur]:
     finally:
         server.stop()
         shutil.rmtree(base, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def murmur() -> Iterator[Murmur]:
+    with running_murmur() as server:
+        yield server
