@@ -503,3 +503,27 @@ async def test_pings_keep_an_idle_connection_open(
             assert adapter(runtime)._session is session
             assert session is not None and not session.ended
             assert runtime.channels.runners["mumble"].counters.last_error is None
+
+
+async def test_a_message_the_core_cannot_take_ends_the_session(
+    make_runtime: Any, alice: MumbleUser
+) -> None:
+    runtime = make_runtime(config(alice.server), environ=ENV)
+    async with runtime.serving():
+        await wait_running(runtime)
+        runner = runtime.channels.runners["mumble"]
+        first = adapter(runtime)._session
+
+        async def refuse(message: Any) -> None:
+            raise ChannelError("the inbox is full")
+
+        runner.deliver = refuse  # type: ignore[method-assign]
+        await alice.tell(BOT, "hello")
+        await wait_for(lambda: runner.counters.last_error is not None)
+        assert runner.counters.last_error == "the inbox is full"
+        assert first is not None and first.ended
+        del runner.deliver
+        await wait_running(runtime)
+        await alice.tell(BOT, "again")
+        _, text, _, _ = await alice.next_text(BOT)
+    assert text == "echo: again"

@@ -531,3 +531,27 @@ allow_plaintext = true
                 await hung.accepted.wait()
                 assert runtime.channels.runners["xmpp"].state == "starting"
             await hung.closed_by_client.wait()
+
+
+async def test_a_message_the_core_cannot_take_ends_the_session(
+    make_runtime: Any, prosody: Prosody, accounts: tuple[str, str], alice: User
+) -> None:
+    runtime = make_runtime(config(prosody), environ={"XMPP_PASSWORD": BOT_PASSWORD})
+    async with runtime.serving():
+        await wait_running(runtime)
+        runner = runtime.channels.runners["xmpp"]
+        first = adapter(runtime)._session
+
+        async def refuse(message: Any) -> None:
+            raise ChannelError("the inbox is full")
+
+        runner.deliver = refuse  # type: ignore[method-assign]
+        alice.say(accounts[0], "hello")
+        await wait_for(lambda: runner.counters.last_error is not None)
+        assert runner.counters.last_error == "the inbox is full"
+        assert first is not None and first.ended
+        del runner.deliver  # the session comes back and messages flow again
+        await wait_running(runtime)
+        alice.say(accounts[0], "again")
+        answer = await alice.next_from(accounts[0])
+    assert answer["body"] == "echo: again"

@@ -242,13 +242,17 @@ class MumbleChannel(ChannelAdapter):
         session = self._session
         if session is None or session.ended:
             session = self._session = await self._connect()
+        failure: Exception | None = None
         async with anyio.create_task_group() as tg:
             tg.start_soon(self._pinger, session)
             try:
                 await self._read(session)
-            finally:
-                tg.cancel_scope.cancel()
+            except Exception as exc:  # the core could not take a message: end the session
+                failure = exc
+            tg.cancel_scope.cancel()
         await self._discard(session)
+        if failure is not None:
+            raise failure
         raise ChannelError(f"connection lost: {session.end_reason}", retryable=True)
 
     async def _read(self, session: _Session) -> None:

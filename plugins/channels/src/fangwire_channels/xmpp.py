@@ -241,15 +241,18 @@ class XmppChannel(ChannelAdapter):
         session = self._session
         if session is None or session.ended:
             session = self._session = await self._connect()
+        failure: Exception | None = None
         async with anyio.create_task_group() as tg:
             tg.start_soon(self._keepalive, session)
-            while True:
-                message = await session.inbound.get()
-                if message is None:
-                    break
-                await self.ctx.deliver(message)
+            try:
+                while (message := await session.inbound.get()) is not None:
+                    await self.ctx.deliver(message)
+            except Exception as exc:  # the core could not take a message: end the session
+                failure = exc
             tg.cancel_scope.cancel()
         self._discard(session)
+        if failure is not None:
+            raise failure
         raise ChannelError(f"connection lost: {session.end_reason}", retryable=True)
 
     async def stop(self) -> None:
