@@ -192,7 +192,7 @@ class XmppChannel(ChannelAdapter):
     max_message_length = 10000
     length_unit = LengthUnit.CHARACTERS
     requires_extra = "xmpp"
-    default_target_field = "jid"
+    default_target_field = "rooms"
 
     def __init__(self, ctx: ChannelContext) -> None:
         super().__init__(ctx)
