@@ -201,7 +201,7 @@ class ChannelConformance:
         if cls.requires_extra is None:
             assert cls.is_available()
 
-    # Async (like every check that takes the peer) so that ``peer`` may be an async fixture.
+    # Async, like every test taking ``peer``: a peer that runs servers is an async fixture.
     @pytest.mark.anyio
     async def test_valid_settings_round_trip(self, peer: ConformancePeer) -> None:
         section, _ = _section_and_secrets(self.adapter, peer.settings)
