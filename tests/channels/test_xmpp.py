@@ -555,3 +555,27 @@ async def test_a_message_the_core_cannot_take_ends_the_session(
         alice.say(accounts[0], "again")
         answer = await alice.next_from(accounts[0])
     assert answer["body"] == "echo: again"
+
+
+def test_sasl_payloads_are_hidden_in_the_wire_log() -> None:
+    from fangwire_channels.xmpp import _SaslScrubber
+
+    plain = base64.b64encode(b"\0bot\0hunter2").decode()
+    record = logging.LogRecord(
+        "slixmpp.xmlstream.xmlstream",
+        logging.DEBUG,
+        __file__,
+        1,
+        "SEND: %s",
+        (f"<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='PLAIN'>{plain}</auth>",),
+        None,
+    )
+    assert _SaslScrubber().filter(record)
+    shown = record.getMessage()
+    assert plain not in shown
+    assert (
+        shown == "SEND: <auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='PLAIN'>***</auth>"
+    )
+    other = logging.LogRecord("x", logging.DEBUG, __file__, 1, "SEND: %s", ("<presence/>",), None)
+    assert _SaslScrubber().filter(other)
+    assert other.getMessage() == "SEND: <presence/>"
