@@ -90,7 +90,7 @@ class A2AServer:
         self.handler = DefaultRequestHandler(
             agent_executor=AgentBridge(runtime),
             task_store=self.tasks,
-            agent_card=self._card("http://127.0.0.1/a2a", "http://127.0.0.1", []),
+            agent_card=self._card("http://127.0.0.1/a2a", []),
         )
         self.dispatcher = JsonRpcDispatcher(
             request_handler=self.handler,
@@ -137,12 +137,11 @@ class A2AServer:
             raise ApiError(404, f"no running agent {name_or_id!r}", code="not_found")
         return agent
 
-    def _card(self, url: str, base: str, agents: list[Agent]) -> AgentCard:
+    def _card(self, url: str, agents: list[Agent]) -> AgentCard:
         return build_card(
             name=self.settings.name,
             description=self.settings.description,
             url=url,
-            base_url=base,
             version=self.runtime.version,
             skills=[agent_skill(a) for a in agents],
             auth_required=self.auth_required(),
@@ -153,7 +152,6 @@ class A2AServer:
             name=agent.name,
             description=agent.system_prompt.strip()[:200] or f"The fangwire agent {agent.name}",
             url=f"{base}/a2a/agents/{agent.id}",
-            base_url=base,
             version=self.runtime.version,
             skills=[agent_skill(agent)],
             auth_required=self.auth_required(),
@@ -164,7 +162,7 @@ class A2AServer:
 
     async def well_known_card(self, request: Request) -> Response:
         base = self.base_url(request)
-        card = self._card(f"{base}{RPC_PATH}", base, await self.running_agents())
+        card = self._card(f"{base}{RPC_PATH}", await self.running_agents())
         return JSONResponse(card_json(card), headers={"cache-control": CARD_CACHE_CONTROL})
 
     async def list_agents(self, request: Request) -> Response:

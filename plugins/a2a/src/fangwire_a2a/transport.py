@@ -144,6 +144,17 @@ class A2ATransport(Transport):
                 response_model=_OBJECT,
             ),
             RouteSpec(
+                "/a2a",
+                card,
+                name="a2a_card_at_endpoint",
+                summary="The Agent Card, also served where its interfaces point",
+                tags=tags,
+                api=False,
+                role=None,
+                body="protocol",
+                response_model=_OBJECT,
+            ),
+            RouteSpec(
                 "/a2a/agents",
                 self._on_server("list_agents"),
                 name="a2a_local_agents",
