@@ -19,6 +19,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+import anyio
 from a2a.auth.user import User
 from a2a.extensions.common import HTTP_EXTENSION_HEADER, get_requested_extensions
 from a2a.server.context import ServerCallContext
@@ -45,6 +46,7 @@ if TYPE_CHECKING:
 SCOPE_AGENT = "fangwire.a2a.agent_id"
 RPC_PATH = "/a2a"
 CARD_CACHE_CONTROL = "no-cache"
+STOP_TIMEOUT_SECONDS = 5.0
 
 
 class Caller(User):
@@ -103,7 +105,9 @@ class A2AServer:
         await self.tasks.prune()
 
     async def stop(self) -> None:
-        await self.handler.aclose()
+        """Stop running tasks (they are marked failed at the next start), bounded in time."""
+        with anyio.move_on_after(STOP_TIMEOUT_SECONDS):
+            await self.handler.aclose()
 
     # -- agents and URLs ------------------------------------------------------------------------
 
