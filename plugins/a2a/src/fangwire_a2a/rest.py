@@ -94,7 +94,9 @@ def task_view(task: Task, agent_id: str) -> dict[str, Any]:
     }
 
 
-def _text_of(message: Any) -> str:
+def message_text(message: Any) -> str:
+    """The text of a message given as a string or as ``{"role", "parts": [{"text"}]}``;
+    a 4xx :class:`ApiError` names what is wrong."""
     if isinstance(message, str):
         text = message
     elif isinstance(message, Mapping):
@@ -178,7 +180,7 @@ class RestRoutes:
         )
         if agent_ref is None:
             raise ApiError(400, "agent_id: required", code="invalid_input")
-        text = _text_of(scope.get("message", data.get("message")))
+        text = message_text(scope.get("message", data.get("message")))
         context_id = _optional_string(scope, "session_id", "sessionId", "context_id", "contextId")
         wait = _wait_seconds(data, server.settings.send_wait_seconds)
         agent = await server.agent(agent_ref)

@@ -16,8 +16,10 @@ from starlette.responses import Response
 from fangwire.auth import Role
 from fangwire.hookspecs import hookimpl
 from fangwire.http.errors import ApiError
-from fangwire.http.routes import RouteSpec
+from fangwire.http.routes import QueryParam, RouteSpec
 from fangwire.transports import Transport
+from fangwire_a2a.api_routes import ManagementRoutes
+from fangwire_a2a.client import RemoteAgents
 from fangwire_a2a.rest import RestRoutes
 from fangwire_a2a.schema import A2A_MIGRATIONS
 from fangwire_a2a.server import A2AServer
@@ -73,7 +75,9 @@ class A2ATransport(Transport):
         super().__init__(runtime)
         self.settings = parse_settings(runtime.config.a2a, runtime)
         self.server: A2AServer | None = None
+        self.remote: RemoteAgents | None = None
         self._rest: RestRoutes | None = None
+        self._api: ManagementRoutes | None = None
 
     async def start(self) -> None:
         await self.runtime.store.migrate(A2A_MIGRATIONS)
@@ -82,9 +86,15 @@ class A2ATransport(Transport):
         await server.start()
         self.server = server
         self._rest = RestRoutes(server)
+        remote = RemoteAgents(self.runtime, self.settings)
+        await remote.start()
+        self.remote = remote
+        self._api = ManagementRoutes(remote)
+        self.runtime.security.uses("ssrf_protection", "a2a")
 
     async def stop(self) -> None:
         server, self.server, self._rest = self.server, None, None
+        self.remote, self._api = None, None
         if server is not None:
             await server.stop()
 
@@ -99,6 +109,16 @@ class A2ATransport(Transport):
         if self._rest is None:
             raise ApiError(503, "the A2A service is not running", code="a2a_unavailable")
         return self._rest
+
+    def _on_api(self, name: str) -> Endpoint:
+        async def endpoint(request: Request) -> Response:
+            if self._api is None:
+                raise ApiError(503, "the A2A service is not running", code="a2a_unavailable")
+            method: Endpoint = getattr(self._api, name)
+            return await method(request)
+
+        endpoint.__name__ = f"a2a_remote_{name}"
+        return endpoint
 
     def _on_server(self, name: str) -> Endpoint:
         async def endpoint(request: Request) -> Response:
@@ -248,6 +268,101 @@ class A2ATransport(Transport):
                 body="protocol",
                 response_model=_OBJECT,
                 responses={404: "No such task", 409: "The task has already finished"},
+            ),
+            *self._management_routes(),
+        )
+
+    def _management_routes(self) -> tuple[RouteSpec, ...]:
+        tags = ("a2a",)
+        return (
+            RouteSpec(
+                "/a2a/agents",
+                self._on_api("list_agents"),
+                name="a2a_remote_agents",
+                summary="External A2A agents, discovered or trusted",
+                tags=tags,
+                response_model=_OBJECT,
+            ),
+            RouteSpec(
+                "/a2a/agents/{agent_id}",
+                self._on_api("get_agent"),
+                name="a2a_remote_agent",
+                summary="One external agent, by id, URL or name",
+                tags=tags,
+                response_model=_OBJECT,
+                responses={404: "Not discovered"},
+            ),
+            RouteSpec(
+                "/a2a/discover",
+                self._on_api("discover"),
+                methods=("POST",),
+                name="a2a_discover",
+                summary="Fetch an agent's card through the outbound guard; register it pending",
+                tags=tags,
+                role=Role.OWNER,
+                request_model={
+                    "type": "object",
+                    "properties": {"url": {"type": "string"}},
+                    "required": ["url"],
+                },
+                response_model=_OBJECT,
+                responses={
+                    200: "Known already; card refreshed",
+                    202: "Registered, pending approval",
+                    400: "Refused by the outbound guard or a bad URL",
+                    409: "Another agent has this name",
+                    502: "The card could not be fetched or is invalid",
+                },
+            ),
+            RouteSpec(
+                "/a2a/agents/{agent_id}/approve",
+                self._on_api("approve"),
+                methods=("POST",),
+                name="a2a_approve",
+                summary="Trust a discovered agent",
+                tags=tags,
+                response_model=_OBJECT,
+                responses={404: "Not discovered"},
+            ),
+            RouteSpec(
+                "/a2a/send",
+                self._on_api("send"),
+                methods=("POST",),
+                name="a2a_send",
+                summary="Send a task to a trusted external agent",
+                tags=tags,
+                request_model={
+                    "type": "object",
+                    "properties": {
+                        "agent_id": {"type": "string"},
+                        "url": {"type": "string"},
+                        "message": {"oneOf": [{"type": "string"}, _MESSAGE_SCHEMA]},
+                        "session_id": {"type": "string"},
+                        "wait": {"type": "boolean"},
+                    },
+                    "required": ["message"],
+                },
+                response_model=_OBJECT,
+                responses={
+                    403: "The agent awaits approval",
+                    404: "Not discovered",
+                    502: "The agent failed",
+                    504: "The agent did not answer in time",
+                },
+            ),
+            RouteSpec(
+                "/a2a/tasks/{task_id}/status",
+                self._on_api("task_status"),
+                name="a2a_remote_task_status",
+                summary="Ask an external agent for a task's state",
+                tags=tags,
+                role=Role.USER,
+                query=(
+                    QueryParam("url", description="the agent, for a task not sent from here"),
+                    QueryParam("agent_id", description="the agent, by id or name"),
+                ),
+                response_model=_OBJECT,
+                responses={404: "Unknown task", 502: "The agent failed"},
             ),
         )
 
