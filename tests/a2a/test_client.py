@@ -9,7 +9,8 @@ import pytest
 
 from fangwire.app import create_app
 from fangwire.testing.live import live_server
-from tests.a2a.peers import PeerExecutor, running_peer
+from tests.a2a.legacy_peer import legacy_app
+from tests.a2a.peers import LatePeer, PeerExecutor, running_peer
 
 pytestmark = pytest.mark.anyio
 
@@ -213,3 +214,21 @@ async def test_send_and_poll_errors(make_runtime, make_client):
         assert missing.status_code == 404
         assert (await http.get("/api/a2a/agents/ghost")).status_code == 404
         assert (await http.post("/api/a2a/agents/ghost/approve")).status_code == 404
+
+
+async def test_a_0_1_agent_gets_tasks_send(make_runtime, make_client):
+    holder = LatePeer()
+    runtime = make_runtime(LOOPBACK)
+    async with live_server(holder) as url, make_client(runtime) as http:
+        holder.app = legacy = legacy_app(url)
+        found = await discover(http, url)
+        assert found["protocol"] == "0.1" and found["agent"]["endpoint"] == f"{url}/a2a"
+        await approve(http, found["id"])
+        sent = (await http.post("/api/a2a/send", json={"url": url, "message": "old"})).json()
+        assert sent["status"] == "completed" and sent["protocol"] == "0.1"
+        assert sent["result"]["parts"] == [{"type": "text", "text": "legacy: old"}]
+        polled = (await http.get(f"/api/a2a/tasks/{sent['task_id']}/status")).json()
+        assert polled["status"] == "completed"
+        gone = await http.get(f"/api/a2a/tasks/unknown/status?url={url}")
+        assert gone.status_code == 404 and gone.json()["error"]["code"] == "a2a_remote_not_found"
+    assert legacy.state.calls == ["tasks/send", "tasks/get", "tasks/get"]
