@@ -1,8 +1,8 @@
 """The A2A tables (component ``a2a`` of the store).
 
-``a2a_tasks`` holds tasks this daemon serves (the A2A 1.0 task as JSON, plus the columns the
-lists filter on); ``a2a_remote_agents`` the agents discovered elsewhere with their trust status;
-``a2a_remote_tasks`` the tasks sent to them.
+``a2a_tasks`` holds tasks this daemon serves (the A2A 1.0 task as serialized protobuf, plus
+the columns the lists filter on); ``a2a_remote_agents`` the agents discovered elsewhere with
+their trust status; ``a2a_remote_tasks`` the tasks sent to them (as received, JSON).
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ A2A_MIGRATIONS: tuple[Migration, ...] = (
             agent_id    TEXT NOT NULL DEFAULT '',
             state       INTEGER NOT NULL,
             status_ns   INTEGER NOT NULL DEFAULT 0,
-            task        TEXT NOT NULL,
+            task        BLOB NOT NULL,
             created_at  TEXT NOT NULL,
             updated_at  TEXT NOT NULL
         );

@@ -11,6 +11,9 @@ Rules kept here:
   submitted or working when the daemon stopped cannot be resumed (its model call died with the
   process); :meth:`PersistentTaskStore.fail_interrupted` marks it ``failed`` with that reason at
   start.
+- **Recent tasks are served from memory.** This process is the only writer of the table, so the
+  last :data:`CACHE_SIZE` tasks saved or read are kept (as serialized protobuf, never shared
+  objects) with their owner; the SDK reads a task several times per request.
 - **Bounded retention.** Finished tasks older than ``task_retention_days`` are deleted, and
   beyond ``max_tasks`` the oldest finished ones go first (:meth:`PersistentTaskStore.prune`,
   run at start and every :data:`PRUNE_EVERY` saves). Unfinished tasks are never pruned.
@@ -18,8 +21,8 @@ Rules kept here:
 
 from __future__ import annotations
 
-import json
 import sqlite3
+from collections import OrderedDict
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -37,7 +40,6 @@ from a2a.types.a2a_pb2 import (
 )
 from a2a.utils.errors import InvalidParamsError
 from a2a.utils.task import ListTasksCursor, decode_list_tasks_cursor, encode_list_tasks_cursor
-from google.protobuf.json_format import MessageToDict, ParseDict
 
 from fangwire.timeutil import rfc3339, utc_now
 
@@ -59,6 +61,7 @@ INTERRUPTED_STATES = frozenset(
 )
 SETTLED_STATES = TERMINAL_STATES | INTERRUPTED_STATES
 PRUNE_EVERY = 200
+CACHE_SIZE = 2048
 DEFAULT_PAGE_SIZE = 50
 MAX_PAGE_SIZE = 100
 #: ``ServerCallContext.state`` key naming the local agent a request is for.
@@ -66,12 +69,12 @@ AGENT_KEY = "fangwire_agent_id"
 INTERRUPTED_REASON = "interrupted: the daemon stopped before the task finished"
 
 
-def task_to_json(task: Task) -> str:
-    return json.dumps(MessageToDict(task), separators=(",", ":"))
+def task_to_bytes(task: Task) -> bytes:
+    return task.SerializeToString(deterministic=True)
 
 
-def task_from_json(text: str) -> Task:
-    return ParseDict(json.loads(text), Task(), ignore_unknown_fields=True)
+def task_from_bytes(data: bytes) -> Task:
+    return Task.FromString(data)
 
 
 def owner_of(context: ServerCallContext) -> str:
@@ -89,6 +92,14 @@ class PersistentTaskStore(TaskStore):
         self._max_tasks = max_tasks
         self._saves = 0
         self._waiters: dict[str, list[anyio.Event]] = {}
+        #: task id -> (owner, agent id, serialized task), most recently used last.
+        self._cache: OrderedDict[str, tuple[str, str, bytes]] = OrderedDict()
+
+    def _remember(self, task_id: str, owner: str, agent_id: str, data: bytes) -> None:
+        self._cache[task_id] = (owner, agent_id, data)
+        self._cache.move_to_end(task_id)
+        while len(self._cache) > CACHE_SIZE:
+            self._cache.popitem(last=False)
 
     # -- the SDK interface ----------------------------------------------------------------------
 
@@ -97,24 +108,33 @@ class PersistentTaskStore(TaskStore):
         status_ns = (
             task.status.timestamp.ToNanoseconds() if task.status.HasField("timestamp") else 0
         )
-        await self._store.execute(
-            "INSERT INTO a2a_tasks (id, owner, context_id, agent_id, state, status_ns, task,"
-            " created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
-            " ON CONFLICT(id) DO UPDATE SET state = excluded.state,"
-            " status_ns = excluded.status_ns, task = excluded.task,"
-            " updated_at = excluded.updated_at",
-            (
-                task.id,
-                owner_of(context),
-                task.context_id,
-                str(context.state.get(AGENT_KEY, "")),
-                int(task.status.state),
-                status_ns,
-                task_to_json(task),
-                now,
-                now,
-            ),
+        data = task_to_bytes(task)
+        row = (
+            task.id,
+            owner_of(context),
+            task.context_id,
+            str(context.state.get(AGENT_KEY, "")),
+            int(task.status.state),
+            status_ns,
+            data,
+            now,
+            now,
         )
+
+        def upsert(conn: sqlite3.Connection) -> tuple[str, str]:
+            # The owner and agent are fixed when the task is created; report the stored ones.
+            stored = conn.execute(
+                "INSERT INTO a2a_tasks (id, owner, context_id, agent_id, state, status_ns, task,"
+                " created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
+                " ON CONFLICT(id) DO UPDATE SET state = excluded.state,"
+                " status_ns = excluded.status_ns, task = excluded.task,"
+                " updated_at = excluded.updated_at RETURNING owner, agent_id",
+                row,
+            ).fetchone()
+            return str(stored["owner"]), str(stored["agent_id"])
+
+        owner, agent_id = await self._store.write(upsert)
+        self._remember(task.id, owner, agent_id, data)
         if task.status.state in SETTLED_STATES:
             for event in self._waiters.pop(task.id, []):
                 event.set()
@@ -123,10 +143,10 @@ class PersistentTaskStore(TaskStore):
             await self.prune()
 
     async def get(self, task_id: str, context: ServerCallContext) -> Task | None:
-        row = await self._store.fetch_one(
-            "SELECT task FROM a2a_tasks WHERE id = ? AND owner = ?", (task_id, owner_of(context))
-        )
-        return None if row is None else task_from_json(row["task"])
+        found = await self.get_any(task_id)
+        if found is None or found[1] != owner_of(context):
+            return None
+        return found[0]
 
     async def list(self, params: ListTasksRequest, context: ServerCallContext) -> ListTasksResponse:
         where = ["owner = ?"]
@@ -169,13 +189,14 @@ class PersistentTaskStore(TaskStore):
                 ListTasksCursor(timestamp_ns=int(last["status_ns"]) or None, task_id=last["id"])
             )
         return ListTasksResponse(
-            tasks=[task_from_json(r["task"]) for r in rows],
+            tasks=[task_from_bytes(r["task"]) for r in rows],
             next_page_token=token,
             page_size=size,
             total_size=total,
         )
 
     async def delete(self, task_id: str, context: ServerCallContext) -> None:
+        self._cache.pop(task_id, None)
         await self._store.execute(
             "DELETE FROM a2a_tasks WHERE id = ? AND owner = ?", (task_id, owner_of(context))
         )
@@ -183,13 +204,19 @@ class PersistentTaskStore(TaskStore):
     # -- fangwire's additions -------------------------------------------------------------------
 
     async def get_any(self, task_id: str) -> tuple[Task, str, str] | None:
-        """The task, its owner and its agent, whoever owns it (for audit and operators)."""
+        """The task, its owner and its agent, whoever owns it."""
+        cached = self._cache.get(task_id)
+        if cached is not None:
+            self._cache.move_to_end(task_id)
+            owner, agent_id, data = cached
+            return task_from_bytes(data), owner, agent_id
         row = await self._store.fetch_one(
             "SELECT task, owner, agent_id FROM a2a_tasks WHERE id = ?", (task_id,)
         )
         if row is None:
             return None
-        return task_from_json(row["task"]), row["owner"], row["agent_id"]
+        self._remember(task_id, row["owner"], row["agent_id"], bytes(row["task"]))
+        return task_from_bytes(row["task"]), row["owner"], row["agent_id"]
 
     async def wait_settled(self, task_id: str, context: ServerCallContext, seconds: float) -> Task:
         """The task once terminal or interrupted, or as it is after ``seconds``."""
@@ -219,9 +246,9 @@ class PersistentTaskStore(TaskStore):
         if not rows:
             return 0
         now = utc_now()
-        updates: list[tuple[int, int, str, str, str]] = []
+        updates: list[tuple[int, int, bytes, str, str]] = []
         for row in rows:
-            task = task_from_json(row["task"])
+            task = task_from_bytes(row["task"])
             task.status.state = TaskState.TASK_STATE_FAILED
             task.status.timestamp.FromDatetime(now)
             task.status.message.CopyFrom(
@@ -237,7 +264,7 @@ class PersistentTaskStore(TaskStore):
                 (
                     int(TaskState.TASK_STATE_FAILED),
                     task.status.timestamp.ToNanoseconds(),
-                    task_to_json(task),
+                    task_to_bytes(task),
                     rfc3339(now),
                     row["id"],
                 )
@@ -251,6 +278,7 @@ class PersistentTaskStore(TaskStore):
             )
 
         await self._store.write(apply)
+        self._cache.clear()
         return len(updates)
 
     async def prune(self) -> int:
@@ -275,4 +303,7 @@ class PersistentTaskStore(TaskStore):
                 ).rowcount
             return int(old) + int(extra)
 
-        return await self._store.write(apply)
+        deleted = await self._store.write(apply)
+        if deleted:
+            self._cache.clear()
+        return deleted
