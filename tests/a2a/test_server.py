@@ -337,3 +337,45 @@ async def test_0_3_stream_over_sse(make_runtime):
     last = events[-1]["data"]["result"]
     assert last["status"]["state"] == "completed" and last["final"] is True
     assert all(e["data"]["id"] == 1 for e in events)
+
+
+async def test_tasks_are_scoped_to_the_caller_that_sent_them(make_runtime):
+    runtime = make_runtime('api_key = """\nkey-alice-0001\nkey-bob-00002\n"""\n')
+    alice = {"Authorization": "Bearer key-alice-0001"}
+    bob = {"X-API-Key": "key-bob-00002"}
+    async with live_server(create_app(runtime)) as url, httpx.AsyncClient(base_url=url) as http:
+        sent = await http.post(
+            "/a2a/tasks/send", json={"agent_id": "assistant", "message": "mine"}, headers=alice
+        )
+        task_id = sent.json()["task_id"]
+        assert (await http.get(f"/a2a/tasks/{task_id}", headers=alice)).status_code == 200
+        assert (await http.get(f"/a2a/tasks/{task_id}", headers=bob)).status_code == 404
+        assert (await http.post(f"/a2a/tasks/{task_id}/cancel", headers=bob)).status_code == 404
+        listed = await http.post("/a2a", json=rpc("ListTasks", {}), headers={**bob, **V1})
+        assert listed.json()["result"]["tasks"] == []
+        got = await http.post("/a2a", json=rpc("tasks/get", {"id": task_id}), headers=bob)
+        assert got.json()["error"]["code"] == -32001
+
+
+async def test_list_tasks_pages_newest_first(app_client):
+    ids = []
+    for n in range(3):
+        ids.append(
+            (await send(app_client, {"agent_id": "assistant", "message": f"n{n}"}))["task_id"]
+        )
+    first = (
+        await app_client.post("/a2a", json=rpc("ListTasks", {"pageSize": 2}), headers=V1)
+    ).json()
+    page = first["result"]
+    assert [t["id"] for t in page["tasks"]] == [ids[2], ids[1]]
+    assert page["totalSize"] == 3 and page["nextPageToken"]
+    params = {"pageSize": 2, "pageToken": page["nextPageToken"]}
+    second = (await app_client.post("/a2a", json=rpc("ListTasks", params), headers=V1)).json()
+    assert [t["id"] for t in second["result"]["tasks"]] == [ids[0]]
+    assert not second["result"].get("nextPageToken")
+    done = {"status": "TASK_STATE_COMPLETED"}
+    filtered = (await app_client.post("/a2a", json=rpc("ListTasks", done), headers=V1)).json()
+    assert len(filtered["result"]["tasks"]) == 3
+    bad = {"pageToken": "not-a-token"}
+    refused = (await app_client.post("/a2a", json=rpc("ListTasks", bad), headers=V1)).json()
+    assert refused["error"]["code"] == -32602

@@ -26,7 +26,7 @@ from a2a.server.context import ServerCallContext
 from a2a.server.request_handlers import DefaultRequestHandler
 from a2a.server.routes.common import ServerCallContextBuilder
 from a2a.server.routes.jsonrpc_dispatcher import JsonRpcDispatcher
-from a2a.types.a2a_pb2 import AgentCard
+from a2a.types.a2a_pb2 import AgentCard, AgentSkill
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
@@ -92,7 +92,15 @@ class A2AServer:
         self.handler = DefaultRequestHandler(
             agent_executor=AgentBridge(runtime),
             task_store=self.tasks,
-            agent_card=self._card("http://127.0.0.1/a2a", []),
+            # Only its capabilities matter to the handler; served cards are built per request.
+            agent_card=build_card(
+                name=settings.name,
+                description=settings.description,
+                url="http://127.0.0.1/a2a",
+                version=runtime.version,
+                skills=[AgentSkill(id="chat", name="chat", description="local agents")],
+                auth_required=False,
+            ),
         )
         self.dispatcher = JsonRpcDispatcher(
             request_handler=self.handler,
