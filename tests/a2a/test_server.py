@@ -379,3 +379,43 @@ async def test_list_tasks_pages_newest_first(app_client):
     bad = {"pageToken": "not-a-token"}
     refused = (await app_client.post("/a2a", json=rpc("ListTasks", bad), headers=V1)).json()
     assert refused["error"]["code"] == -32602
+
+
+async def test_a_message_without_text_is_rejected(app_client):
+    params = {"message": {**message_03("x"), "parts": [{"kind": "data", "data": {"a": 1}}]}}
+    task = (await app_client.post("/a2a", json=rpc("message/send", params))).json()["result"]
+    assert task["status"]["state"] == "rejected"
+    assert "text" in task["status"]["message"]["parts"][0]["text"]
+
+
+async def test_streams_are_limited_and_released(make_runtime, monkeypatch):
+    from fangwire_a2a import server as a2a_server
+
+    monkeypatch.setattr(a2a_server, "MAX_STREAMS", 1)
+    async with slow_model() as (_, config):
+        runtime = make_runtime(config, environ=SLOW_ENV)
+        app = create_app(runtime)
+        async with live_server(app) as url, httpx.AsyncClient(base_url=url, timeout=10) as http:
+            slow = await spawn_slow(runtime)
+            body = rpc("message/stream", {"message": message_03("long")})
+            with anyio.fail_after(15):
+                async with http.stream("POST", f"/a2a/agents/{slow.id}", json=body) as first:
+                    assert (await read_events(first, 1))[0]["data"]["result"]["kind"] == "task"
+                    second = await http.post(
+                        "/a2a", json=rpc("message/stream", {"message": message_03("x")})
+                    )
+                    assert second.status_code == 429
+                    assert second.json()["error"]["code"] == "a2a_stream_limit"
+                    plain = await http.post(
+                        "/a2a", json=rpc("message/send", {"message": message_03("y")})
+                    )
+                    assert plain.json()["result"]["status"]["state"] == "completed"
+                server = runtime.transports["a2a"].server
+                while server.open_streams:
+                    await anyio.sleep(0.02)
+                async with http.stream(
+                    "POST", "/a2a", json=rpc("message/stream", {"message": message_03("z")})
+                ) as third:
+                    assert third.status_code == 200
+                    events = await read_events(third, 10)
+    assert events[-1]["data"]["result"]["status"]["state"] == "completed"

@@ -7,7 +7,8 @@ and the answer becomes the task's artifact and final status message.
 
 States are honest: ``submitted`` → ``working`` → ``completed`` with the answer, or ``failed``
 with the model's (or the budget's) reason as the status message. A cancelled request stops
-the model call and ends ``canceled``.
+the model call and ends ``canceled``. A message without text is ``rejected`` (fangwire's agents
+read text only).
 """
 
 from __future__ import annotations
@@ -48,6 +49,10 @@ class AgentBridge(AgentExecutor):
         agent_id = str(context.call_context.state.get(AGENT_KEY, ""))
         caller = context.call_context.user.user_name or "anonymous"
         text = context.get_user_input()
+        if not text.strip():
+            reason = "the message has no text part; fangwire agents take text only"
+            await updater.reject(updater.new_agent_message([Part(text=reason)]))
+            return
         try:
             reply = await self.runtime.agents.message(
                 agent_id, text, sender=f"a2a:{caller}", channel="a2a"

@@ -17,6 +17,7 @@ Endpoints (served by :class:`fangwire_a2a.transport.A2ATransport`):
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import anyio
@@ -29,6 +30,7 @@ from a2a.server.routes.jsonrpc_dispatcher import JsonRpcDispatcher
 from a2a.types.a2a_pb2 import AgentCard, AgentSkill
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
+from starlette.types import Receive, Scope, Send
 
 from fangwire.agents import Agent
 from fangwire.http.context import principal_of
@@ -47,6 +49,11 @@ SCOPE_AGENT = "fangwire.a2a.agent_id"
 RPC_PATH = "/a2a"
 CARD_CACHE_CONTROL = "no-cache"
 STOP_TIMEOUT_SECONDS = 5.0
+#: Streams (SSE) open at once over the JSON-RPC binding; more get 429.
+MAX_STREAMS = 64
+STREAM_METHODS = frozenset(
+    {"message/stream", "tasks/resubscribe", "SendStreamingMessage", "SubscribeToTask"}
+)
 
 
 class Caller(User):
@@ -102,6 +109,7 @@ class A2AServer:
                 auth_required=False,
             ),
         )
+        self.open_streams = 0
         self.dispatcher = JsonRpcDispatcher(
             request_handler=self.handler,
             context_builder=CallContextBuilder(),
@@ -162,7 +170,8 @@ class A2AServer:
     def agent_card(self, agent: Agent, base: str) -> dict[str, Any]:
         card = build_card(
             name=agent.name,
-            description=agent.system_prompt.strip()[:200] or f"The fangwire agent {agent.name}",
+            # Never the system prompt: this card is public.
+            description=f"The fangwire agent {agent.name}",
             url=f"{base}/a2a/agents/{agent.id}",
             version=self.runtime.version,
             skills=[agent_skill(agent)],
@@ -197,10 +206,43 @@ class A2AServer:
     async def _jsonrpc(self, request: Request, agent: Agent) -> Response:
         raw = await request.body()  # a body over the limit is a 413 before any parsing
         try:
-            parse_json_bytes(raw, max_depth=self.runtime.config.http.max_json_depth)
+            body = parse_json_bytes(raw, max_depth=self.runtime.config.http.max_json_depth)
         except ApiError as exc:
             return JSONResponse(
                 {"jsonrpc": "2.0", "id": None, "error": {"code": -32700, "message": exc.message}}
             )
+        streams = isinstance(body, dict) and body.get("method") in STREAM_METHODS
+        if streams and self.open_streams >= MAX_STREAMS:
+            raise ApiError(
+                429,
+                f"too many A2A streams are open (limit {MAX_STREAMS})",
+                code="a2a_stream_limit",
+                headers={"Retry-After": "5"},
+            )
         request.scope[SCOPE_AGENT] = agent.id
-        return await self.dispatcher.handle_requests(request)
+        response = await self.dispatcher.handle_requests(request)
+        if not streams or response.media_type != "text/event-stream":
+            return response
+        self.open_streams += 1
+        return CountedStream(response, self._stream_closed)
+
+    def _stream_closed(self) -> None:
+        self.open_streams -= 1
+
+
+class CountedStream(Response):
+    """Wraps a streaming response so the stream's end (or the client leaving) is counted."""
+
+    def __init__(self, inner: Response, closed: Callable[[], None]) -> None:
+        self._inner = inner
+        self._closed = closed
+        self.status_code = inner.status_code
+        self.media_type = inner.media_type
+        self.raw_headers = inner.raw_headers  # shared: headers added here reach the stream
+        self.background = None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await self._inner(scope, receive, send)
+        finally:
+            self._closed()
