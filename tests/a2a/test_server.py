@@ -3,6 +3,8 @@ wire shapes, errors, persistence across restarts."""
 
 from __future__ import annotations
 
+import json
+
 import anyio
 import httpx
 import pytest
@@ -400,7 +402,13 @@ async def test_streams_are_limited_and_released(make_runtime, monkeypatch):
             body = rpc("message/stream", {"message": message_03("long")})
             with anyio.fail_after(15):
                 async with http.stream("POST", f"/a2a/agents/{slow.id}", json=body) as first:
-                    assert (await read_events(first, 1))[0]["data"]["result"]["kind"] == "task"
+                    # Keep the line iterator referenced: a collected one closes the stream.
+                    lines = first.aiter_lines()
+                    async for line in lines:
+                        if line.startswith("data:"):
+                            opened = json.loads(line[5:])["result"]
+                            break
+                    assert opened["kind"] == "task"
                     second = await http.post(
                         "/a2a", json=rpc("message/stream", {"message": message_03("x")})
                     )

@@ -105,7 +105,9 @@ class A2AServer:
                 description=settings.description,
                 url="http://127.0.0.1/a2a",
                 version=runtime.version,
-                skills=[AgentSkill(id="chat", name="chat", description="local agents")],
+                skills=[
+                    AgentSkill(id="chat", name="chat", description="local agents", tags=["chat"])
+                ],
                 auth_required=False,
             ),
         )
