@@ -427,3 +427,31 @@ async def test_streams_are_limited_and_released(make_runtime, monkeypatch):
                     assert third.status_code == 200
                     events = await read_events(third, 10)
     assert events[-1]["data"]["result"]["status"]["state"] == "completed"
+
+
+async def test_0_3_resubscribe_follows_a_running_task_to_its_cancellation(make_runtime):
+    async with slow_model() as (_, config):
+        runtime = make_runtime(config, environ=SLOW_ENV)
+        async with live_server(create_app(runtime)) as url, httpx.AsyncClient(base_url=url) as http:
+            slow = await spawn_slow(runtime)
+            endpoint = f"/a2a/agents/{slow.id}"
+            params = {"message": message_03("wait"), "configuration": {"blocking": False}}
+            started = (await http.post(endpoint, json=rpc("message/send", params))).json()
+            task_id = started["result"]["id"]
+            assert started["result"]["status"]["state"] in ("submitted", "working")
+            body = rpc("tasks/resubscribe", {"id": task_id}, id_=7)
+            with anyio.fail_after(15):
+                async with http.stream("POST", endpoint, json=body) as stream:
+                    lines = stream.aiter_lines()  # kept referenced: see the stream-limit test
+                    events = []
+                    async for line in lines:
+                        if line.startswith("data:"):
+                            events.append(json.loads(line[5:]))
+                            if len(events) == 1:
+                                cancel = rpc("tasks/cancel", {"id": task_id})
+                                done = (await http.post(endpoint, json=cancel)).json()
+                                assert done["result"]["status"]["state"] == "canceled"
+                            if events[-1]["result"].get("final"):
+                                break
+    assert events[0]["id"] == 7 and events[0]["result"]["id"] == task_id
+    assert events[-1]["result"]["status"]["state"] == "canceled"
