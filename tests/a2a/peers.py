@@ -11,7 +11,11 @@ from a2a.helpers import new_task_from_user_message
 from a2a.server.agent_execution import AgentExecutor, RequestContext
 from a2a.server.events import EventQueue
 from a2a.server.request_handlers import DefaultRequestHandler
-from a2a.server.routes import create_agent_card_routes, create_jsonrpc_routes
+from a2a.server.routes import (
+    create_agent_card_routes,
+    create_jsonrpc_routes,
+    create_rest_routes,
+)
 from a2a.server.tasks import InMemoryTaskStore, TaskUpdater
 from a2a.types.a2a_pb2 import (
     AgentCapabilities,
@@ -55,16 +59,22 @@ def peer_app(
     compat: bool = False,
     card_paths: tuple[str, ...] = ("/.well-known/agent-card.json",),
     executor: PeerExecutor | None = None,
+    binding: str = "JSONRPC",
     name: str = "sdk peer",
     description: str = "an a2a-sdk server",
 ) -> Starlette:
-    """A Starlette app serving an SDK agent at ``{base_url}/rpc``, declaring ``versions``."""
+    """A Starlette app serving an SDK agent at ``{base_url}/rpc`` (JSON-RPC) or
+    ``{base_url}/rest`` (HTTP+JSON), declaring ``versions``."""
     card = AgentCard(
         name=name,
         description=description,
         version="1.2.3",
         supported_interfaces=[
-            AgentInterface(url=f"{base_url}/rpc", protocol_binding="JSONRPC", protocol_version=v)
+            AgentInterface(
+                url=f"{base_url}/rest" if binding == "HTTP+JSON" else f"{base_url}/rpc",
+                protocol_binding=binding,
+                protocol_version=v,
+            )
             for v in versions
         ],
         capabilities=AgentCapabilities(streaming=True, push_notifications=False),
@@ -78,7 +88,10 @@ def peer_app(
         agent_card=card,
     )
     routes = [r for path in card_paths for r in create_agent_card_routes(card, card_url=path)]
-    routes += create_jsonrpc_routes(handler, "/rpc", enable_v0_3_compat=compat)
+    if binding == "HTTP+JSON":
+        routes += create_rest_routes(handler, enable_v0_3_compat=compat, path_prefix="/rest")
+    else:
+        routes += create_jsonrpc_routes(handler, "/rpc", enable_v0_3_compat=compat)
     return Starlette(routes=routes)
 
 

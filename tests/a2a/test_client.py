@@ -97,6 +97,18 @@ async def test_discover_approve_send_poll(make_runtime, make_client, versions, c
         assert {"a2a_discovered", "a2a_trusted", "a2a_send", "a2a_poll"} <= kinds
 
 
+async def test_an_http_json_only_agent_is_spoken_to_over_rest(make_runtime, make_client):
+    runtime = make_runtime(LOOPBACK)
+    async with running_peer(binding="HTTP+JSON") as url, make_client(runtime) as http:
+        found = await discover(http, url)
+        assert found["protocol"] == "1.0" and found["agent"]["endpoint"] == f"{url}/rest"
+        await approve(http, found["id"])
+        sent = (await http.post("/api/a2a/send", json={"url": url, "message": "rest"})).json()
+        assert sent["result"]["parts"][0]["text"] == "peer: rest"
+        polled = (await http.get(f"/api/a2a/tasks/{sent['task_id']}/status")).json()
+        assert polled["status"] == "completed"
+
+
 async def test_a_slow_task_is_polled_to_completion(make_runtime, make_client):
     runtime = make_runtime(LOOPBACK)
     async with (

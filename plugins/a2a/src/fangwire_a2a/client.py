@@ -57,6 +57,8 @@ CARD_PATHS = ("/.well-known/agent-card.json", "/.well-known/agent.json")
 MAX_PENDING = 1024
 #: Protocol versions fangwire speaks as a client, most preferred first.
 PROTOCOLS = ("1.0", "0.3", "0.1")
+#: Protocol bindings spoken through the SDK (gRPC is not).
+BINDINGS = ("JSONRPC", "HTTP+JSON")
 LEGACY_STATES = {
     "submitted": "submitted",
     "working": "working",
@@ -100,7 +102,7 @@ def negotiate(raw: Mapping[str, Any], card: AgentCard) -> tuple[str, str]:
         return "0.1", url
     by_version: dict[str, str] = {}
     for interface in card.supported_interfaces:
-        if interface.protocol_binding not in ("JSONRPC", "HTTP+JSON"):
+        if interface.protocol_binding not in BINDINGS:
             continue
         major_minor = ".".join(interface.protocol_version.split(".")[:2])
         version = "0.3" if major_minor in ("0.2", "0.3") else major_minor
@@ -458,6 +460,12 @@ class RemoteAgents:
 
     # -- the SDK for 1.0 and 0.3 ------------------------------------------------------------------
 
+    @staticmethod
+    def _client_config(http: httpx.AsyncClient) -> ClientConfig:
+        return ClientConfig(
+            httpx_client=http, streaming=False, supported_protocol_bindings=list(BINDINGS)
+        )
+
     def _card(self, agent: Mapping[str, Any]) -> AgentCard:
         return parse_agent_card(json.loads(agent["card"]))
 
@@ -478,9 +486,7 @@ class RemoteAgents:
         )
         last: dict[str, Any] | None = None
         async with guarded_client(self.policy) as http:
-            client = await create_client(
-                self._card(agent), ClientConfig(httpx_client=http, streaming=False)
-            )
+            client = await create_client(self._card(agent), self._client_config(http))
             try:
                 async for event in client.send_message(request):
                     if event.HasField("task"):
@@ -503,9 +509,7 @@ class RemoteAgents:
 
     async def _get_sdk(self, agent: Mapping[str, Any], task_id: str) -> dict[str, Any]:
         async with guarded_client(self.policy) as http:
-            client = await create_client(
-                self._card(agent), ClientConfig(httpx_client=http, streaming=False)
-            )
+            client = await create_client(self._card(agent), self._client_config(http))
             try:
                 task = await client.get_task(GetTaskRequest(id=task_id))
             except (A2AClientError, A2AError, httpx.HTTPError) as exc:
