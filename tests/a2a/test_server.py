@@ -455,3 +455,29 @@ async def test_0_3_resubscribe_follows_a_running_task_to_its_cancellation(make_r
                                 break
     assert events[0]["id"] == 7 and events[0]["result"]["id"] == task_id
     assert events[-1]["result"]["status"]["state"] == "canceled"
+
+
+async def test_configured_identity_public_url_and_default_agent(make_runtime, make_client):
+    runtime = make_runtime(
+        '[a2a]\nname = "edge"\ndescription = "the edge node"\n'
+        'public_url = "https://agents.example/"\ndefault_agent = "helper"\n'
+    )
+    async with make_client(runtime) as http:
+        unavailable = await http.post(
+            "/a2a", json=rpc("message/send", {"message": message_03("x")})
+        )
+        assert unavailable.status_code == 503
+        assert unavailable.json()["error"]["code"] == "a2a_no_agent"
+        await runtime.agents.spawn(
+            AgentSpec(name="helper", provider="echo", model="echo-1"), actor="t"
+        )
+        card = (await http.get("/.well-known/agent-card.json")).json()
+        assert card["name"] == "edge" and card["description"] == "the edge node"
+        assert card["url"] == "https://agents.example/a2a"
+        listed = (await http.get("/a2a/agents")).json()["items"]
+        assert all(c["url"].startswith("https://agents.example/a2a/agents/") for c in listed)
+        sent = await http.post("/a2a", json=rpc("message/send", {"message": message_03("hi")}))
+        task = sent.json()["result"]
+        rest = (await http.get(f"/a2a/tasks/{task['id']}")).json()
+        helper = await runtime.agents.find("helper")
+        assert rest["agent_id"] == helper.id
