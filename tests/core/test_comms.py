@@ -18,6 +18,12 @@ pytestmark = pytest.mark.anyio
 ECHO = {"provider": "echo", "model": "echo-1"}
 
 
+@pytest.fixture
+def runtime(make_runtime):
+    """The loopback ``test`` channel is configured, refusing messages to ``nobody``."""
+    return make_runtime('[channels.test]\nrefuse_targets = ["nobody"]\n')
+
+
 async def spawn(runtime, name, **extra):
     return await runtime.agents.spawn(AgentSpec(name=name, **ECHO, **extra), actor="t")
 
@@ -224,10 +230,17 @@ async def test_send_rejects_a_non_object(app_client):
 
 async def test_channel_errors_are_502(app_client):
     response = await app_client.post(
-        "/api/comms/send", json={"to": "channel:test:room", "content": "x" * 5000}
+        "/api/comms/send", json={"to": "channel:test:nobody", "content": "x"}
     )
     assert response.status_code == 502
-    assert "limit" in response.json()["error"]["message"]
+    assert "refuses" in response.json()["error"]["message"]
+
+
+async def test_unconfigured_channel_is_412(make_runtime, make_client):
+    async with make_client(make_runtime()) as http:
+        response = await http.post("/api/comms/send", json={"to": "channel:test:x", "content": "x"})
+    assert response.status_code == 412
+    assert "not configured" in response.json()["error"]["message"]
 
 
 async def test_a_failing_agent_is_502(make_runtime, make_client):

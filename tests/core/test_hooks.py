@@ -41,10 +41,12 @@ async def test_hook_register_channels(make_runtime):
         def register_channels(register):
             register(Echo)
 
-    runtime = make_runtime(pm=manager_with(plugin))
-    receipt = await runtime.channels["echo"].send("x", OutboundMessage(text="hi"))
-    assert receipt.message_ids == ("1",)
-    assert runtime.channels["echo"].runtime is runtime
+    runtime = make_runtime("[channels.echo]\n", pm=manager_with(plugin))
+    assert runtime.channels.adapter_class("echo") is Echo
+    async with runtime.serving():
+        receipt = await runtime.channels.send("echo", "x", OutboundMessage(text="hi"))
+        assert receipt.message_ids == ("1",)
+        assert runtime.channels.runners["echo"].adapter.ctx.name == "echo"
 
 
 async def test_hook_register_transports(make_runtime):

@@ -28,6 +28,7 @@ from fangwire.auth import AuthProvider
 from fangwire.budget import BudgetPolicy
 from fangwire.budgeting.gate import BudgetGate
 from fangwire.bus import Bus
+from fangwire.channelkit.manager import ChannelManager
 from fangwire.channels import ChannelAdapter
 from fangwire.config import Config, ConfigError, make_converter
 from fangwire.configfile import ConfigFile
@@ -109,7 +110,7 @@ class Runtime:
         self.version = __version__
         self.started_at: float | None = None
         self._http: httpx.AsyncClient | None = None
-        self.channels: dict[str, ChannelAdapter] = {}
+        self.channels = ChannelManager(self, {})
         self.transports: dict[str, Transport] = {}
         self.auth_providers: list[AuthProvider] = []
         self.budget_policies: dict[str, BudgetPolicy] = {}
@@ -178,7 +179,7 @@ class Runtime:
 
     def _build_registry(self) -> None:
         hooks = self.pm.hooks
-        self.channels = self._instantiate(hooks.register_channels(), "name", "channel")
+        self.channels = ChannelManager(self, self._channel_classes(hooks.register_channels()))
         self._check_channel_entry_points()
         self.transports = self._instantiate(
             hooks.register_transports(), "transport_id", "transport"
@@ -203,7 +204,7 @@ class Runtime:
         def alive(obj: object) -> bool:
             return self.pm.has_plugin(self._owners[id(obj)])
 
-        self.channels = {k: v for k, v in self.channels.items() if alive(v)}
+        self.channels.classes = {k: v for k, v in self.channels.classes.items() if alive(v)}
         self.transports = {k: v for k, v in self.transports.items() if alive(v)}
         self.auth_providers = [p for p in self.auth_providers if alive(p)]
         self.budget_policies = {k: v for k, v in self.budget_policies.items() if alive(v)}
@@ -234,6 +235,29 @@ class Runtime:
             except Exception as exc:
                 self.pm.fail(plugin_name, exc)
         return instances
+
+    def _channel_classes(
+        self, registered: list[tuple[str, type[ChannelAdapter]]]
+    ) -> dict[str, type[ChannelAdapter]]:
+        classes: dict[str, type[ChannelAdapter]] = {}
+        for plugin_name, cls in registered:
+            if not self.pm.has_plugin(plugin_name):
+                continue
+            try:
+                if not isinstance(cls, type) or not issubclass(cls, ChannelAdapter):
+                    raise RegistryError(f"channel {cls!r} is not a ChannelAdapter subclass")
+                if not cls.name:
+                    raise RegistryError(f"channel class {cls.__qualname__} sets no name")
+                if cls.name in classes:
+                    raise RegistryError(
+                        f"channel {cls.name!r} is already registered by plugin "
+                        f"{self._owners[id(classes[cls.name])]!r}"
+                    )
+                classes[cls.name] = cls
+                self._owners[id(cls)] = plugin_name
+            except Exception as exc:
+                self.pm.fail(plugin_name, exc)
+        return classes
 
     def _check_channel_entry_points(self) -> None:
         for record in list(self.pm.records.values()):
@@ -340,6 +364,8 @@ class Runtime:
             stack.push_async_callback(self._close_sinks)
             await self.pm.hooks.startup(self)
             stack.push_async_callback(self.pm.hooks.shutdown, self)
+            await self.channels.start_all()
+            stack.push_async_callback(self.channels.stop_all)
             self.started_at = time.monotonic()
             log.info(
                 "fangwire %s ready: %d plugins loaded, %d failed",

@@ -19,6 +19,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from fangwire.agents import Agent, AgentCallFailed, AgentNotFound
+from fangwire.channelkit.manager import ChannelNotConfigured
 from fangwire.channels import ChannelError, OutboundMessage
 from fangwire.comms import Comms, NoAgentAvailable
 from fangwire.hookspecs import hookimpl
@@ -147,6 +148,7 @@ async def topology(request: Request) -> Response:
                 "name": name,
                 "kind": "channel",
                 "configured": name in runtime.config.channels,
+                "running": name in runtime.channels.runners,
             }
         )
     known = {n["id"] for n in nodes}
@@ -236,12 +238,15 @@ async def send(request: Request) -> Response:
             raise ApiError(
                 400, f"{to_field}: expected channel:<name>:<target>", code="invalid_input"
             )
-        channel = runtime.channels.get(name)
-        if channel is None:
+        if name not in runtime.channels:
             raise ApiError(404, f"{to_field}: no channel {name!r}", code="not_found")
         service.guard.check(sender, f"channel:{name}:{chat}", content)
         try:
-            receipt = await channel.send(chat, OutboundMessage(text=content, thread_id=thread_id))
+            receipt = await runtime.channels.send(
+                name, chat, OutboundMessage(text=content, thread_id=thread_id), sender=sender
+            )
+        except ChannelNotConfigured as exc:
+            raise ApiError(412, exc.reason, code="channel_not_configured") from None
         except ChannelError as exc:
             raise ApiError(502, f"channel {name!r}: {exc.reason}", code="channel_error") from None
         return JSONResponse(

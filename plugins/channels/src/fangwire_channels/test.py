@@ -1,89 +1,118 @@
-"""The ``test`` channel: a loopback adapter that delivers to the local comms bus.
+"""The ``test`` channel: a loopback platform inside the daemon.
 
-Nothing leaves the machine. ``send`` publishes a ``channel.outbound`` event and returns a
-receipt whose id is the event id; :meth:`TestChannel.receive` publishes a ``channel.inbound``
-event as if a user had written on a platform. Used by fangwire's own test suite and useful to
-try routing without any platform account.
+Nothing leaves the machine. :meth:`TestChannel.inject` plays a user writing on the platform
+(the message goes through the receive loop, the policies and the bound agent like any other);
+``send`` appends to :attr:`TestChannel.transcript`, which a test or an operator reads back.
+Used by fangwire's own test suite and useful to try routing without any platform account.
 """
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Callable
-from typing import TYPE_CHECKING
 
-from fangwire.bus import BusEvent
+import anyio
+import attrs
+
 from fangwire.channels import (
     ChannelAdapter,
+    ChannelContext,
     ChannelError,
     ConfigField,
     DeliveryReceipt,
+    InboundMessage,
     LengthUnit,
     OutboundMessage,
 )
 from fangwire.hookspecs import hookimpl
-from fangwire.security import injection
 
-if TYPE_CHECKING:
-    from fangwire.runtime import Runtime
 
-OUTBOUND = "channel.outbound"
-INBOUND = "channel.inbound"
+@attrs.frozen
+class Sent:
+    """One message the channel delivered."""
+
+    target: str
+    text: str
+    thread_id: str | None
+    message_id: str
 
 
 class TestChannel(ChannelAdapter):
-    """Loopback channel on the in-process comms bus."""
+    """Loopback channel: inbound by :meth:`inject`, outbound into :attr:`transcript`."""
 
     __test__ = False  # not a pytest test class
 
     name = "test"
     display_name = "Test (loopback)"
+    description = "A platform inside the daemon, for trying routing and for tests."
     category = "development"
-    icon = "flask"
-    capabilities = frozenset({"send", "receive", "threads"})
-    config_fields = (ConfigField("agent", help="agent that answers messages on this channel"),)
+    icon = "TS"
+    capabilities = frozenset({"send", "receive", "threads", "groups"})
+    config_fields = (
+        ConfigField("bot_name", help="name the bot answers to in group chats", default="bot"),
+        ConfigField("refuse_targets", type="list", help="targets whose messages are refused"),
+    )
     max_message_length = 4096
     length_unit = LengthUnit.CHARACTERS
+    default_target_field = "bot_name"
 
-    def __init__(self, runtime: Runtime) -> None:
-        super().__init__(runtime)
-        runtime.security.uses("prompt_injection_scanning", "channel test (inbound text)")
+    def __init__(self, ctx: ChannelContext) -> None:
+        super().__init__(ctx)
+        self.transcript: list[Sent] = []
+        self._send_inbound, self._inbound = anyio.create_memory_object_stream[InboundMessage](100)
+        self._sent = anyio.Event()
+
+    def inject(
+        self,
+        *,
+        sender: str,
+        chat: str,
+        text: str,
+        is_group: bool = False,
+        thread_id: str | None = None,
+    ) -> InboundMessage:
+        """Queue a message as if ``sender`` had written ``text`` in ``chat``."""
+        bot = str(self.settings.get("bot_name") or "bot")
+        message = InboundMessage(
+            channel=self.ctx.name,
+            sender=sender,
+            chat=chat,
+            text=text,
+            is_group=is_group,
+            mentioned=f"@{bot}" in text,
+            thread_id=thread_id,
+            message_id=uuid.uuid4().hex,
+        )
+        self._send_inbound.send_nowait(message)
+        return message
+
+    async def receive(self) -> None:
+        async for message in self._inbound:
+            await self.ctx.deliver(message)
 
     async def send(self, target: str, message: OutboundMessage) -> DeliveryReceipt:
         if not target:
             raise ChannelError("the test channel needs a target (any non-empty name)")
+        if target in (self.settings.get("refuse_targets") or ()):
+            raise ChannelError(f"target {target!r} refuses messages")
         limit = self.max_message_length or 0
         if len(message.text) > limit:
             raise ChannelError(f"message is {len(message.text)} characters; the limit is {limit}")
-        event = BusEvent(
-            kind=OUTBOUND,
-            payload={
-                "channel": self.name,
-                "target": target,
-                "text": message.text,
-                "thread_id": message.thread_id,
-            },
-        )
-        self.runtime.bus.publish(event)
-        return DeliveryReceipt(channel=self.name, target=target, message_ids=(event.id,))
+        sent = Sent(target, message.text, message.thread_id, uuid.uuid4().hex)
+        self.transcript.append(sent)
+        self._sent.set()
+        self._sent = anyio.Event()
+        return DeliveryReceipt(channel=self.ctx.name, target=target, message_ids=(sent.message_id,))
 
-    def receive(self, *, sender: str, chat: str, text: str) -> BusEvent:
-        """Publish an inbound message as if it came from a platform. Its text is scanned for
-        prompt injection first; findings travel with the message as ``injection_warnings``."""
-        findings = injection.scan(text, source=f"channel:{self.name}")
-        event = BusEvent(
-            kind=INBOUND,
-            payload={
-                "channel": self.name,
-                "sender": sender,
-                "chat": chat,
-                "text": text,
-                "injection_warnings": [
-                    {"rule": f.rule, "severity": f.severity, "excerpt": f.excerpt} for f in findings
-                ],
-            },
-        )
-        self.runtime.bus.publish(event)
-        return event
+    async def wait_for_sent(self, count: int) -> list[Sent]:
+        """Wait until the transcript holds at least ``count`` messages; return it."""
+        while len(self.transcript) < count:
+            await self._sent.wait()
+        return list(self.transcript)
+
+    async def stop(self) -> None:
+        self._send_inbound.close()
+        self._inbound.close()
 
 
 @hookimpl
