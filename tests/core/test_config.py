@@ -40,6 +40,12 @@ def test_librefang_top_level_keys_carry_over():
     assert config.channels["telegram"]["token_env"] == "TG"
 
 
+def test_the_a2a_table_is_kept_raw_for_its_plugin():
+    config = parse('[a2a]\nname = "edge"\nallow_hosts = ["127.0.0.1"]\n')
+    assert config.a2a == {"name": "edge", "allow_hosts": ["127.0.0.1"]}
+    assert parse("").a2a == {}
+
+
 @pytest.mark.parametrize(
     ("text", "message"),
     [

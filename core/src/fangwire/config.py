@@ -158,6 +158,9 @@ class Config:
     channels: Mapping[str, Mapping[str, Any]] = attrs.field(factory=dict)
     audit: AuditConfig = attrs.field(factory=AuditConfig)
     agents: AgentsConfig = attrs.field(factory=AgentsConfig)
+    #: ``[a2a]`` table (card identity, outbound allowlist, task retention), validated by the
+    #: A2A plugin.
+    a2a: Mapping[str, Any] = attrs.field(factory=dict)
 
 
 class ConfigError(Exception):
