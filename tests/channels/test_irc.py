@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import base64
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import asynccontextmanager
 
 import anyio
@@ -21,6 +21,7 @@ from anyio.streams.buffered import BufferedByteReceiveStream
 from fangwire.channelkit.chunking import measure
 from fangwire.channels import ChannelError, LengthUnit, OutboundMessage
 from fangwire.runtime import Runtime
+from fangwire.testing.channels import ChannelConformance
 from fangwire_channels.irc import IrcChannel
 from fangwire_channels.ircproto import (
     ClientConfig,
@@ -34,8 +35,10 @@ from fangwire_channels.ircproto import (
     split_text,
 )
 from tests.channels.servers.inspircd import (  # noqa: F401 - fixture
+    BlockingIrcUser,
     InspIRCd,
     RawIrcClient,
+    free_port,
     inspircd_fixture,
     irc_user_fixture,
 )
@@ -465,3 +468,50 @@ async def test_sasl_failure_fails_the_login(make_runtime) -> None:
             async with runtime.serving():
                 status = await wait_state(runtime, "irc", lambda s: s.startswith("error"))
     assert "SASL authentication failed" in status
+
+
+# -- conformance ----------------------------------------------------------------------------
+
+
+class IrcPeer:
+    """A user on the InspIRCd: writes the bot privately and collects what the bot writes it."""
+
+    def __init__(self, server: InspIRCd, user: BlockingIrcUser, bot_nick: str) -> None:
+        self.user = user
+        self.bot_nick = bot_nick
+        self.target = user.nick
+        self.refused_target = "nobody-by-that-nick"
+        self.settings = {
+            "server": server.host,
+            "port": server.port,
+            "nick": bot_nick,
+            "channels": [],
+            "use_tls": False,
+            "password": "conformance-pass-7",  # sent as PASS; this server has none and ignores it
+        }
+        self.unreachable_settings = {**self.settings, "port": free_port()}
+        self.got: list[str] = []
+
+    async def inbound(self, text: str) -> None:
+        self.user.send(serialize("PRIVMSG", self.bot_nick, text))
+
+    async def received(self, count: int) -> list[str]:
+        while len(self.got) < count:
+            msg = await self.user.wait_for(
+                lambda m: m.command == "PRIVMSG" and m.param(0) == self.target
+            )
+            self.got.append(msg.param(-1))
+        return list(self.got)
+
+
+class TestIrcConformance(ChannelConformance):
+    adapter = IrcChannel
+    count = 0
+
+    @pytest.fixture
+    def peer(self, inspircd: InspIRCd) -> Iterator[IrcPeer]:
+        TestIrcConformance.count += 1
+        number = TestIrcConformance.count
+        user = BlockingIrcUser(inspircd.host, inspircd.port, f"confuser{number}")
+        yield IrcPeer(inspircd, user, f"confbot{number}")
+        user.close()

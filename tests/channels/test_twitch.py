@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import logging
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import asynccontextmanager
 
 import anyio
@@ -24,11 +24,14 @@ from anyio.streams.buffered import BufferedByteReceiveStream
 
 from fangwire.channels import ChannelError, OutboundMessage
 from fangwire.runtime import Runtime
-from fangwire_channels.ircproto import Message, parse
+from fangwire.testing.channels import ChannelConformance
+from fangwire_channels.ircproto import Message, parse, serialize
 from fangwire_channels.twitch import TwitchChannel
 from tests.channels.servers.inspircd import (  # noqa: F401 - fixtures
+    BlockingIrcUser,
     InspIRCd,
     RawIrcClient,
+    free_port,
     inspircd_fixture,
     irc_user_fixture,
 )
@@ -332,3 +335,51 @@ async def test_chat_round_trip_on_a_real_irc_server(
             with pytest.raises(ChannelError, match="403"):
                 await runtime.channels.send("twitch", "#nobody-here", OutboundMessage(text="x"))
     assert answer.params == ("#twroom", "echo: hi there")
+
+
+# -- conformance (on the real IRC server: a viewer in the bot's chat room) -------------------
+
+
+class ChatRoomPeer:
+    """A viewer in the room: addresses the bot with ``@nick`` and reads what it writes there."""
+
+    def __init__(self, server: InspIRCd, user: BlockingIrcUser, number: int) -> None:
+        self.user = user
+        self.bot_nick = f"twconf{number}"
+        self.target = f"#twconf{number}"
+        self.refused_target = f"#nobody-there-{number}"
+        self.settings = {
+            "oauth_token": "conformance-token-9",
+            "nick": self.bot_nick,
+            "channels": [self.target],
+            "server": server.host,
+            "port": server.port,
+            "use_tls": False,
+        }
+        self.unreachable_settings = {**self.settings, "port": free_port()}
+        self.got: list[str] = []
+        user.join(self.target)
+
+    async def inbound(self, text: str) -> None:
+        self.user.send(serialize("PRIVMSG", self.target, f"@{self.bot_nick} {text}"))
+
+    async def received(self, count: int) -> list[str]:
+        while len(self.got) < count:
+            msg = await self.user.wait_for(
+                lambda m: m.command == "PRIVMSG" and m.nick == self.bot_nick
+            )
+            self.got.append(msg.param(-1))
+        return list(self.got)
+
+
+class TestTwitchConformance(ChannelConformance):
+    adapter = TwitchChannel
+    count = 0
+
+    @pytest.fixture
+    def peer(self, inspircd: InspIRCd) -> Iterator[ChatRoomPeer]:
+        TestTwitchConformance.count += 1
+        number = TestTwitchConformance.count
+        user = BlockingIrcUser(inspircd.host, inspircd.port, f"viewer{number}")
+        yield ChatRoomPeer(inspircd, user, number)
+        user.close()

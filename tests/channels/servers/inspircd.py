@@ -252,3 +252,56 @@ async def irc_user_fixture(
     yield connect
     for client in clients:
         await client.aclose()
+
+
+class BlockingIrcUser:
+    """An IRC user on a plain blocking socket, for sync fixtures (the conformance peers).
+
+    Connects and registers in the constructor; :meth:`wait_for` reads in a worker thread
+    with a deadline, so it never blocks the event loop and always ends.
+    """
+
+    def __init__(self, host: str, port: int, nick: str, *, timeout: float = 20.0) -> None:
+        self.nick = nick
+        self.timeout = timeout
+        self.sock = socket.create_connection((host, port), timeout=timeout)
+        self.sock.settimeout(0.5)
+        self._buffer = b""
+        self.send(f"NICK {nick}")
+        self.send(f"USER {nick} 0 * :test user")
+        self._read_until(lambda m: m.command == "001")
+
+    def send(self, line: str) -> None:
+        self.sock.sendall(line.encode() + b"\r\n")
+
+    def join(self, channel: str) -> None:
+        self.send(f"JOIN {channel}")
+        self._read_until(lambda m: m.command == "366" and m.param(1).lower() == channel.lower())
+
+    def _read_until(self, predicate: Callable[[Message], bool]) -> Message:
+        deadline = time.monotonic() + self.timeout
+        while True:
+            while b"\r\n" in self._buffer:
+                raw, self._buffer = self._buffer.split(b"\r\n", 1)
+                msg = parse(raw.decode("utf-8", "replace"))
+                if msg.command == "PING":
+                    self.send(serialize("PONG", *msg.params[-1:]))
+                elif predicate(msg):
+                    return msg
+            if time.monotonic() > deadline:
+                raise TimeoutError("no matching line from the IRC server")
+            try:
+                chunk = self.sock.recv(65536)
+            except TimeoutError:
+                continue
+            if not chunk:
+                raise ConnectionError("the IRC server closed the connection")
+            self._buffer += chunk
+
+    async def wait_for(self, predicate: Callable[[Message], bool]) -> Message:
+        return await anyio.to_thread.run_sync(self._read_until, predicate)
+
+    def close(self) -> None:
+        with contextlib.suppress(OSError):
+            self.send("QUIT :done")
+        self.sock.close()

@@ -13,7 +13,8 @@ at most 500 characters; line breaks become spaces (Twitch chat has none). A send
 when Twitch answers ``USERSTATE`` for the channel (its ``id`` tag is the receipt's id) and
 refused when it answers ``NOTICE`` with a ``msg_*`` id (``msg_ratelimit`` and
 ``msg_slowmode`` are retryable). A server that did not acknowledge ``twitch.tv/commands``
-confirms with the PONG after the message, as on plain IRC. Outbound pacing keeps to Twitch's
+confirms with the PONG after the message, as on plain IRC, and its 512-byte line limit applies
+(the text is split further when a line would be longer). Outbound pacing keeps to Twitch's
 limit for ordinary accounts: 20 messages in any 30 seconds.
 
 Whispers are not supported: Twitch no longer delivers them over IRC.
@@ -42,6 +43,7 @@ from fangwire_channels.ircproto import (
     Message,
     irc_lower,
     mention_strip,
+    split_text,
     tags_for_raw,
 )
 
@@ -152,7 +154,11 @@ class TwitchChannel(IrcAdapterBase):
             raise ChannelError(f"message is {len(text)} characters; Twitch allows {MAX_CHARACTERS}")
         tags = {"reply-parent-msg-id": message.thread_id} if message.thread_id else None
         client = self._live_client()
-        ids = await client.privmsg(channel, [text], tags=tags)
+        lines = [text]
+        if "twitch.tv/commands" not in client.caps:
+            # Not Twitch (an ordinary IRC server, as in tests): its 512-byte lines apply.
+            lines = split_text(text, client.text_budget(channel))
+        ids = await client.privmsg(channel, lines, tags=tags)
         return DeliveryReceipt(channel=self.ctx.name, target=channel, message_ids=tuple(ids))
 
 
