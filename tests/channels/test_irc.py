@@ -112,6 +112,9 @@ def test_mentions() -> None:
     assert mention_strip("hello bot!", "bot") == (True, "hello bot!")
     assert mention_strip("robotics", "bot") == (False, "robotics")
     assert mention_strip("Bot[1], hi", "bot{1}") == (True, "hi")  # RFC 1459 case mapping
+    assert mention_strip("bot:no space", "bot") == (True, "no space")
+    assert mention_strip("botany: plants", "bot") == (False, "botany: plants")
+    assert mention_strip("bot", "bot") == (True, "")
 
 
 def test_text_is_split_to_the_byte_budget_never_beyond() -> None:
@@ -468,6 +471,42 @@ async def test_sasl_failure_fails_the_login(make_runtime) -> None:
             async with runtime.serving():
                 status = await wait_state(runtime, "irc", lambda s: s.startswith("error"))
     assert "SASL authentication failed" in status
+
+
+@pytest.mark.anyio
+async def test_a_silent_server_ends_the_session_after_a_keepalive_ping() -> None:
+    seen: list[str] = []
+
+    async def handle(stream: SocketStream) -> None:
+        reader = BufferedByteReceiveStream(stream)
+        async with stream:
+            while True:
+                try:
+                    raw = await reader.receive_until(b"\r\n", 4096)
+                except (anyio.IncompleteRead, anyio.EndOfStream, anyio.BrokenResourceError):
+                    return
+                seen.append(raw.decode())
+                if raw.startswith(b"USER"):
+                    await stream.send(b":silent.test 001 quietbot :Welcome\r\n")
+
+    async def ignore(client: IrcClient, msg: Message) -> None:
+        raise AssertionError("no message expected")
+
+    listener = await anyio.create_tcp_listener(local_host="127.0.0.1", local_port=0)
+    port = listener.extra(anyio.abc.SocketAttribute.local_port)  # noqa: S610
+    config = ClientConfig(host="127.0.0.1", port=port, nick="quietbot", idle_timeout=0.2)
+    client = IrcClient(config, logging.getLogger("t"), anyio.current_time)
+    with anyio.fail_after(TIMEOUT):
+        async with listener, anyio.create_task_group() as tg:
+            tg.start_soon(listener.serve, handle)
+            await client.connect()
+            with pytest.raises(ChannelError, match="no answer from the server") as info:
+                await client.run(ignore)
+            await client.close()
+            tg.cancel_scope.cancel()
+    assert info.value.retryable
+    assert any(line.startswith("PING keepalive-") for line in seen)
+    assert not client.connected
 
 
 # -- conformance ----------------------------------------------------------------------------

@@ -49,6 +49,7 @@ class FakeTwitch:
     lines: list[str] = attrs.field(factory=list)
     connections: int = 0
     sent_ids: list[str] = attrs.field(factory=list)
+    ids_by_text: dict[str, str] = attrs.field(factory=dict)
     joins: int = 0
     _stream: SocketStream | None = None
 
@@ -80,17 +81,22 @@ class FakeTwitch:
         async def send(line: str) -> None:
             await stream.send(line.encode() + b"\r\n")
 
-        async def confirm(channel: str) -> None:
-            await anyio.sleep(0.05)  # the chat backend answers after the edge's PONG
+        async def confirm(msg: Message) -> None:
+            channel = msg.param(0)
+            # The chat backend answers after the edge's PONG; "slow" texts take longer.
+            await anyio.sleep(0.3 if "slow" in msg.param(-1) else 0.05)
             if channel in self.refuse:
                 msg_id = self.refuse[channel]
                 await send(f"@msg-id={msg_id} :tmi.twitch.tv NOTICE {channel} :Refused.")
                 return
             message_id = str(uuid.uuid4())
             self.sent_ids.append(message_id)
+            self.ids_by_text[msg.param(-1)] = message_id
+            nonce = msg.tags.get("client-nonce", "")
             await send(
-                f"@badge-info=;badges=;color=;display-name=TwBot;emote-sets=0;id={message_id};"
-                f"mod=0;subscriber=0;user-type= :tmi.twitch.tv USERSTATE {channel}"
+                f"@badge-info=;badges=;client-nonce={nonce};color=;display-name=TwBot;"
+                f"emote-sets=0;id={message_id};mod=0;subscriber=0;user-type= "
+                f":tmi.twitch.tv USERSTATE {channel}"
             )
 
         async with stream, anyio.create_task_group() as tg:
@@ -124,7 +130,7 @@ class FakeTwitch:
                 elif msg.command == "PING":
                     await send(f":tmi.twitch.tv PONG tmi.twitch.tv :{msg.param(-1)}")
                 elif msg.command == "PRIVMSG":
-                    tg.start_soon(confirm, msg.param(0))
+                    tg.start_soon(confirm, msg)
 
 
 @asynccontextmanager
@@ -217,7 +223,8 @@ async def test_tags_are_read_and_the_answer_is_threaded(make_runtime) -> None:
         "NICK twbot",
     ]
     assert "JOIN #stream" in fake.lines
-    assert reply.tags == {"reply-parent-msg-id": "m-1"}
+    assert reply.tags["reply-parent-msg-id"] == "m-1"
+    assert set(reply.tags) == {"reply-parent-msg-id", "client-nonce"}
     assert reply.params == ("#stream", "echo: hello bot")
     assert first.payload["text"] == "no mention here"
     assert second.payload["sender"] == "1234"
@@ -251,7 +258,7 @@ async def test_a_reply_to_the_bot_mentions_it_and_threading_can_be_off(make_runt
                 )
                 reply = await fake.wait_line(is_bot_privmsg)
     assert f"PASS oauth:{TOKEN}" in fake.lines  # the prefix is not doubled
-    assert reply.tags == {}
+    assert set(reply.tags) == {"client-nonce"}
     assert reply.params == ("#stream", "echo: thanks a lot")
 
 
@@ -272,11 +279,36 @@ async def test_notice_refusal_raises_and_long_text_is_cut_at_500_characters(make
                     "twitch", "#stream", OutboundMessage(text=text)
                 )
     assert not info.value.retryable
-    sent = [parse(line) for line in fake.lines if line.startswith("PRIVMSG #stream")]
+    sent = [m for m in map(parse, fake.lines) if m.command == "PRIVMSG" and m.param(0) == "#stream"]
     assert len(sent) == len(receipt.message_ids) == 3
     assert all(len(m.param(-1)) <= 500 for m in sent)
     assert sent[-1].param(-1).endswith("line two")
     assert list(receipt.message_ids) == fake.sent_ids
+
+
+@pytest.mark.anyio
+async def test_concurrent_sends_get_their_own_confirmations(make_runtime) -> None:
+    fake = FakeTwitch(TOKEN)
+    with anyio.fail_after(TIMEOUT):
+        async with serving_fake(fake):
+            runtime = make_runtime(
+                twitch_config(fake.port, "#stream"), environ={"TWITCH_OAUTH_TOKEN": TOKEN}
+            )
+            receipts: dict[str, tuple[str, ...]] = {}
+
+            async def send(text: str) -> None:
+                receipt = await runtime.channels.send("twitch", "#stream", OutboundMessage(text))
+                receipts[text] = receipt.message_ids
+
+            async with runtime.serving():
+                await fake.wait_joined()
+                async with anyio.create_task_group() as tg:
+                    tg.start_soon(send, "slow one")
+                    await fake.wait_line(lambda m: m.command == "PRIVMSG")
+                    tg.start_soon(send, "fast two")
+    # "fast two" was accepted first, yet each send got the id Twitch gave its own message.
+    assert fake.sent_ids == [fake.ids_by_text["fast two"], fake.ids_by_text["slow one"]]
+    assert receipts == {t: (fake.ids_by_text[t],) for t in ("slow one", "fast two")}
 
 
 @pytest.mark.anyio

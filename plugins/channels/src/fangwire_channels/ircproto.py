@@ -307,6 +307,10 @@ class IrcClient:
         self._reader: BufferedByteReceiveStream | None = None
         self._write_lock = anyio.Lock()
         self._pending: list[_Pending] = []
+        #: Tokens of our PINGs not yet answered, oldest first (keep-alive and confirmations).
+        self._pings: collections.deque[str] = collections.deque(maxlen=256)
+        #: Twitch channels joined whose join-time USERSTATE has not arrived yet.
+        self._join_state_due: set[str] = set()
         self._pacer = Pacer(config.pace_lines, config.pace_window, clock)
         self._nick_attempt = 0
 
@@ -319,6 +323,11 @@ class IrcClient:
         if limit is not None and message_bytes(line) > limit:
             raise ProtocolError(f"line of {message_bytes(line)} bytes exceeds {limit}")
         await self._stream.send(line.encode("utf-8") + b"\r\n")
+
+    async def _ping(self, token: str) -> None:
+        async with self._write_lock:
+            self._pings.append(token)
+            await self._write(serialize("PING", token))
 
     async def send_line(self, command: str, *params: str, trailing: bool = False) -> None:
         async with self._write_lock:
@@ -395,6 +404,8 @@ class IrcClient:
         self.connected = True
         for entry in config.channels:
             channel, _, key = entry.strip().partition(" ")
+            if config.twitch and "twitch.tv/commands" in self.caps:
+                self._join_state_due.add(irc_lower(channel))
             await self.send_line("JOIN", *([channel, key] if key else [channel]))
 
     def _wanted_caps(self) -> list[str]:
@@ -520,7 +531,7 @@ class IrcClient:
                             f"no answer from the server for {2 * idle:.0f} s", retryable=True
                         )
                     pinged = True
-                    await self.send_line("PING", "keepalive")
+                    await self._ping(f"keepalive-{_secrets.token_hex(4)}")
                     continue
                 pinged = False
                 if msg is None:
@@ -590,9 +601,13 @@ class IrcClient:
         return None
 
     def _on_pong(self, token: str) -> None:
+        if token in self._pings:
+            self._pings.remove(token)
+        elif self._pings:  # a server that does not echo the token answers in order
+            token = self._pings.popleft()
+        else:
+            return
         match = next((p for p in self._pending if p.token == token), None)
-        if match is None:  # a server that does not echo the token answers in order
-            match = next((p for p in self._pending if not p.ponged), None)
         if match is None:
             return
         match.ponged = True
@@ -600,12 +615,23 @@ class IrcClient:
             match.finish()
 
     def _on_userstate(self, msg: Message) -> None:
+        """Twitch accepted a PRIVMSG (or reports our state after a JOIN).
+
+        The ``client-nonce`` we sent comes back and picks the send exactly; without it the
+        oldest send to that channel is taken, except for the first USERSTATE after a JOIN.
+        """
         key = irc_lower(msg.param(0))
-        for pending in self._pending:
-            if pending.target == key and pending.wait_userstate and not pending.done.is_set():
-                pending.message_id = msg.tags.get("id") or None
-                pending.finish()
+        nonce = msg.tags.get("client-nonce")
+        waiting = [p for p in self._pending if p.wait_userstate and not p.done.is_set()]
+        match = next((p for p in waiting if nonce and p.token == nonce), None)
+        if match is None:
+            if key in self._join_state_due:
+                self._join_state_due.discard(key)
                 return
+            match = next((p for p in waiting if p.target == key), None)
+        if match is not None:
+            match.message_id = msg.tags.get("id") or None
+            match.finish()
 
     def _on_twitch_refusal(self, msg: Message) -> None:
         msg_id = msg.tags["msg-id"]
@@ -657,6 +683,8 @@ class IrcClient:
             raise ChannelError("nothing to send")
         wait_userstate = self.config.twitch and "twitch.tv/commands" in self.caps
         pending = _Pending(irc_lower(target), _secrets.token_hex(8), wait_userstate)
+        if wait_userstate:  # Twitch echoes it on the USERSTATE that accepts the message
+            tags = {**(tags or {}), "client-nonce": pending.token}
         try:
             outgoing = [
                 serialize("PRIVMSG", target, text, tags=tags, trailing=True) for text in lines
@@ -686,6 +714,7 @@ class IrcClient:
                         "the connection failed while sending", retryable=index == 0
                     ) from exc
             try:
+                self._pings.append(pending.token)
                 await self._write(serialize("PING", pending.token))
             except (OSError, anyio.BrokenResourceError, anyio.ClosedResourceError) as exc:
                 self._discard(pending)
@@ -774,19 +803,20 @@ def _hard_cut(piece: str, budget: int, unit: LengthUnit) -> Iterable[str]:
 def mention_strip(text: str, nick: str) -> tuple[bool, str]:
     """Whether ``text`` addresses ``nick``, and the text without a leading address.
 
-    Addressed means ``nick:`` / ``nick,`` / ``@nick`` at the start, or the nick (optionally
-    with ``@``) as a word anywhere. Only a leading address is removed.
+    Addressed means ``nick:`` / ``nick,`` / ``@nick`` at the start (case-insensitive, RFC 1459
+    mapping), or the nick (optionally with ``@``) as a word anywhere. Only a leading address
+    is removed.
     """
     folded_nick = irc_lower(nick)
     stripped = text.lstrip()
-    head = stripped.split(maxsplit=1)
-    if head:
-        first = head[0]
-        candidate = first.lstrip("@").rstrip(":,")
-        if irc_lower(candidate) == folded_nick and (
-            first.startswith("@") or first.endswith((":", ","))
-        ):
-            return True, head[1] if len(head) > 1 else ""
+    at = stripped.startswith("@")
+    head = stripped[1:] if at else stripped
+    if folded_nick and irc_lower(head[: len(nick)]) == folded_nick:
+        rest = head[len(nick) :]
+        if rest[:1] in (":", ","):
+            return True, rest[1:].strip()
+        if not rest or (at and rest[:1].isspace()):
+            return True, rest.strip()
     words = {irc_lower(w.strip(".,:;!?()[]<>\"'").lstrip("@")) for w in text.split()}
     return folded_nick in words, text
 

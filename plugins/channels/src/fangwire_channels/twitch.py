@@ -9,13 +9,17 @@ one of the bot's messages (``reply-parent-user-login``).
 
 Replies are threaded: an inbound message's ``id`` is its ``thread_id``, and a send with a
 ``thread_id`` goes out as ``@reply-parent-msg-id=<id> PRIVMSG #channel :text``. Messages are
-at most 500 characters; line breaks become spaces (Twitch chat has none). A send is accepted
-when Twitch answers ``USERSTATE`` for the channel (its ``id`` tag is the receipt's id) and
-refused when it answers ``NOTICE`` with a ``msg_*`` id (``msg_ratelimit`` and
-``msg_slowmode`` are retryable). A server that did not acknowledge ``twitch.tv/commands``
-confirms with the PONG after the message, as on plain IRC, and its 512-byte line limit applies
-(the text is split further when a line would be longer). Outbound pacing keeps to Twitch's
-limit for ordinary accounts: 20 messages in any 30 seconds.
+at most 500 characters; line breaks become spaces (Twitch chat has none).
+
+A send carries a ``client-nonce`` tag. It is accepted when Twitch answers ``USERSTATE`` for
+the channel, which echoes the nonce (its ``id`` tag, when present, becomes the receipt's id;
+without a nonce the oldest send to that channel is taken, skipping the USERSTATE that follows
+a JOIN), and refused when Twitch answers ``NOTICE`` with a ``msg_*`` id (``msg_ratelimit`` and
+``msg_slowmode`` are retryable), within 10 s. A server that did not acknowledge
+``twitch.tv/commands`` (an ordinary IRC server) confirms with the PONG after the message, as
+on plain IRC; its 512-byte line limit then applies (the text is split further when a line
+would be longer) and no tags are sent. Outbound pacing keeps to Twitch's limit for ordinary
+accounts: 20 messages in any 30 seconds.
 
 Whispers are not supported: Twitch no longer delivers them over IRC.
 """
@@ -152,8 +156,10 @@ class TwitchChannel(IrcAdapterBase):
             raise ChannelError("the message has no text to send")
         if len(text) > MAX_CHARACTERS:
             raise ChannelError(f"message is {len(text)} characters; Twitch allows {MAX_CHARACTERS}")
-        tags = {"reply-parent-msg-id": message.thread_id} if message.thread_id else None
         client = self._live_client()
+        tags = None
+        if message.thread_id and "twitch.tv/tags" in client.caps:
+            tags = {"reply-parent-msg-id": message.thread_id}
         lines = [text]
         if "twitch.tv/commands" not in client.caps:
             # Not Twitch (an ordinary IRC server, as in tests): its 512-byte lines apply.
