@@ -74,6 +74,10 @@ _TAG_ESCAPE = str.maketrans({";": "\\:", " ": "\\s", "\\": "\\\\", "\r": "\\r", 
 _RFC1459_LOWER = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ[]\\~", "abcdefghijklmnopqrstuvwxyz{}|^")
 
 
+#: What a write or read on a dropped connection raises.
+_CONNECTION_ERRORS = (OSError, anyio.BrokenResourceError, anyio.ClosedResourceError)
+
+
 class ProtocolError(ValueError):
     """A line that is not valid IRC (or that may not be sent)."""
 
@@ -341,7 +345,13 @@ class IrcClient:
         while True:
             try:
                 raw = await reader.receive_until(b"\n", MAX_READ_BYTES)
-            except (anyio.IncompleteRead, anyio.EndOfStream, anyio.ClosedResourceError):
+            except (
+                anyio.IncompleteRead,
+                anyio.EndOfStream,
+                anyio.ClosedResourceError,
+                anyio.BrokenResourceError,
+                OSError,
+            ):
                 return None
             except anyio.DelimiterNotFound as exc:
                 raise ChannelError("the server sent an over-long line", retryable=True) from exc
@@ -398,15 +408,22 @@ class IrcClient:
                 f"registration with {config.host} took longer than {config.register_timeout:.0f} s",
                 retryable=True,
             ) from exc
+        except _CONNECTION_ERRORS as exc:
+            await self.close()
+            raise ChannelError("the connection failed during login", retryable=True) from exc
         except BaseException:
             await self.close()
             raise
         self.connected = True
-        for entry in config.channels:
-            channel, _, key = entry.strip().partition(" ")
-            if config.twitch and "twitch.tv/commands" in self.caps:
-                self._join_state_due.add(irc_lower(channel))
-            await self.send_line("JOIN", *([channel, key] if key else [channel]))
+        try:
+            for entry in config.channels:
+                channel, _, key = entry.strip().partition(" ")
+                if config.twitch and "twitch.tv/commands" in self.caps:
+                    self._join_state_due.add(irc_lower(channel))
+                await self.send_line("JOIN", *([channel, key] if key else [channel]))
+        except _CONNECTION_ERRORS as exc:
+            await self.close()
+            raise ChannelError("the connection failed while joining", retryable=True) from exc
 
     def _wanted_caps(self) -> list[str]:
         caps = list(self.config.caps)
@@ -545,6 +562,8 @@ class IrcClient:
                     self.log.info("the server asked us to reconnect")
                     return
                 await self._dispatch(msg, on_message)
+        except _CONNECTION_ERRORS as exc:
+            raise ChannelError("the connection to the server failed", retryable=True) from exc
         finally:
             self.connected = False
             self._fail_pending(
@@ -708,7 +727,7 @@ class IrcClient:
                     await self._write(line)
                 except ProtocolError as exc:
                     raise ChannelError(str(exc)) from exc
-                except (OSError, anyio.BrokenResourceError, anyio.ClosedResourceError) as exc:
+                except _CONNECTION_ERRORS as exc:
                     self._discard(pending)
                     raise ChannelError(
                         "the connection failed while sending", retryable=index == 0
@@ -716,7 +735,7 @@ class IrcClient:
             try:
                 self._pings.append(pending.token)
                 await self._write(serialize("PING", pending.token))
-            except (OSError, anyio.BrokenResourceError, anyio.ClosedResourceError) as exc:
+            except _CONNECTION_ERRORS as exc:
                 self._discard(pending)
                 raise ChannelError("the connection failed while sending") from exc
         try:
