@@ -9,17 +9,22 @@ What it does (RFC 1459/2812 plus the IRCv3 pieces both channels need):
 - answers ``PING`` with ``PONG`` and sends its own ``PING`` when the server is silent, so a
   dead connection ends the session instead of hanging;
 - joins the configured channels and hands every ``PRIVMSG`` to a callback;
-- sends ``PRIVMSG`` with outbound pacing and **confirmation**: after the message it sends
-  ``PING :<token>``. A server handles one client's commands in order, so a refusal of the
-  message (401 ERR_NOSUCHNICK, 404 ERR_CANNOTSENDTOCHAN, ... — any 4xx/5xx numeric naming the
-  target) arrives before the ``PONG`` answering that token. The send waits for whichever comes
-  first, bounded by :attr:`ClientConfig.confirm_timeout`. The cost is one round trip per send
-  and one extra line the server counts against flood limits; the gain is that a refusal is
-  never reported as a success and a success is not guessed from a fixed delay. A server
-  that answers commands out of order (a network that forwards ``PRIVMSG`` to another process
-  but answers ``PING`` at the edge) defeats this; Twitch is such a network, which is why a
-  Twitch connection that acknowledged ``twitch.tv/commands`` waits for Twitch's own answer
-  instead: ``USERSTATE`` for the channel (accepted, with the message id) or ``NOTICE`` with a
+- sends ``PRIVMSG`` with outbound pacing (at most ``pace_lines`` PRIVMSG lines in any
+  ``pace_window`` seconds; our PING/PONG lines are not paced) and **confirmation**: after the
+  message it sends ``PING <token>``. A server handles one client's commands in order, so a
+  refusal of the message (401 ERR_NOSUCHNICK, 403, 404 ERR_CANNOTSENDTOCHAN, ... — any
+  4xx/5xx numeric naming the target) arrives before the ``PONG`` answering that token. The
+  send waits for whichever comes first, at most :attr:`ClientConfig.confirm_timeout` (10 s;
+  no answer by then is reported as an error, not as a success). The cost is one round trip
+  per send and one extra line the server counts against its flood limits; the gain is that a
+  refusal is never reported as a success and a success is not guessed from a fixed delay (a
+  fixed wait would be either slow on every send or too short on a lagging server). What it
+  cannot see: refusals a server sends later or not at all (a ``+m`` channel on servers that
+  drop silently, services that reject afterwards). A server that answers commands out of
+  order (a network that forwards ``PRIVMSG`` to another process but answers ``PING`` at the
+  edge) defeats the barrier; Twitch is such a network, which is why a Twitch connection that
+  acknowledged ``twitch.tv/commands`` waits for Twitch's own answer instead: ``USERSTATE`` for
+  the channel (accepted; matched by the ``client-nonce`` tag we sent) or ``NOTICE`` with a
   ``msg_*`` id (refused).
 - never writes a line longer than 512 bytes including CRLF (tags excluded, per IRCv3) when
   :attr:`ClientConfig.max_line_bytes` is set; :meth:`IrcClient.text_budget` computes how much
