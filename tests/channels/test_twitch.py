@@ -22,10 +22,11 @@ import pytest
 from anyio.abc import SocketStream
 from anyio.streams.buffered import BufferedByteReceiveStream
 
-from fangwire.channels import ChannelError, OutboundMessage
+from fangwire.channels import ChannelContext, ChannelError, OutboundMessage
 from fangwire.runtime import Runtime
+from fangwire.secrets.value import Secret
 from fangwire.testing.channels import ChannelConformance
-from fangwire_channels.ircproto import Message, parse, serialize
+from fangwire_channels.ircproto import IrcClient, Message, parse, serialize
 from fangwire_channels.twitch import TwitchChannel
 from tests.channels.servers.inspircd import (  # noqa: F401 - fixtures
     BlockingIrcUser,
@@ -196,6 +197,33 @@ def test_discovered_with_twitch_fields(runtime: Runtime) -> None:
     assert fields["server"].default == "irc.chat.twitch.tv" and fields["port"].default == 6697
     assert fields["use_tls"].default is True
     assert TwitchChannel.max_message_length == 500
+
+
+def test_inbound_keeps_the_reply_parent_of_a_threaded_message() -> None:
+    ctx = ChannelContext(
+        name="twitch",
+        settings={"nick": "twbot", "channels": ["#stream"], "oauth_token": Secret(TOKEN)},
+        http=None,  # type: ignore[arg-type]
+        deliver=None,  # type: ignore[arg-type]
+        log=logging.getLogger("t"),
+        clock=lambda: 0.0,
+    )
+    channel = TwitchChannel(ctx)
+    client = IrcClient(channel.client_config(), ctx.log, ctx.clock)
+    line = alice_says(
+        "@TwBot is this yours?",
+        "m-9",
+        **{"reply-parent-msg-id": "p-1", "reply-parent-user-login": "carl"},
+    )
+    inbound = channel.to_inbound(client, parse(line))
+    assert inbound is not None
+    assert (inbound.sender, inbound.sender_name, inbound.chat) == ("1234", "Alice B", "#stream")
+    assert (inbound.message_id, inbound.thread_id) == ("m-9", "m-9")
+    assert inbound.mentioned and inbound.text == "is this yours?"
+    assert inbound.raw["reply_parent_msg_id"] == "p-1"
+    assert inbound.raw["tags"]["reply-parent-user-login"] == "carl"
+    assert client.config.password is not None
+    assert client.config.password.reveal() == f"oauth:{TOKEN}"
 
 
 @pytest.mark.anyio
