@@ -421,6 +421,8 @@ class SaslServer:
                     await send("PING :are-you-alive")
                 elif msg.command == "PONG":
                     self.pongs.append(msg.param(-1))
+                elif msg.command == "PRIVMSG" and msg.param(0) == "#busy":
+                    await send(f":sasl.test 263 {nick} PRIVMSG :Server load is too heavy")
                 elif msg.command == "PING":
                     await send(f":sasl.test PONG sasl.test :{msg.param(-1)}")
 
@@ -454,11 +456,15 @@ async def test_sasl_plain_login_and_ping_answered(make_runtime) -> None:
             async with runtime.serving():
                 await wait_running(runtime)
                 receipt = await runtime.channels.send("irc", "#x", OutboundMessage(text="hi"))
+                with pytest.raises(ChannelError, match="263") as busy:
+                    await runtime.channels.send("irc", "#busy", OutboundMessage(text="hi"))
                 while "are-you-alive" not in server.pongs:
                     await anyio.sleep(0.02)
     assert receipt.message_ids
     assert server.lines[0] == "CAP REQ :sasl"
     assert "PRIVMSG #x :hi" in server.lines
+    assert busy.value.retryable  # "try again" is retried by the core, then reported
+    assert server.lines.count("PRIVMSG #busy :hi") == 3
     assert not any(line.startswith("PASS") for line in server.lines)
 
 

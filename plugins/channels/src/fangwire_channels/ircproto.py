@@ -72,6 +72,8 @@ SASL_FAILED = frozenset({"902", "904", "905", "906", "908"})
 RETRYABLE_NUMERICS = frozenset({"263", "439"})  # RPL_TRYAGAIN, ERR_TARGETTOOFAST
 #: Twitch NOTICE ids that mean "not now" rather than "never".
 TWITCH_RETRYABLE = frozenset({"msg_ratelimit", "msg_slowmode"})
+#: Refusals of a PRIVMSG that name no target: ERR_NORECIPIENT, ERR_NOTEXTTOSEND.
+TARGETLESS_REFUSALS = frozenset({"411", "412"})
 JOIN_FAILURES = frozenset({"403", "405", "471", "473", "474", "475", "477", "489"})
 
 _TAG_UNESCAPE = {":": ";", "s": " ", "\\": "\\", "r": "\r", "n": "\n"}
@@ -677,13 +679,18 @@ class IrcClient:
         }:
             self.log.warning("server refused %s: %s %s", msg.param(1), msg.command, msg.param(-1))
             return
-        pending = self._oldest_unconfirmed(msg.param(1)) if len(msg.params) >= 2 else None
+        if msg.command in TARGETLESS_REFUSALS or msg.param(1).upper() == "PRIVMSG":
+            # No target named (411/412, or "263 nick PRIVMSG :try again"): PRIVMSG is the
+            # only command we send that can draw it, so it is the oldest unconfirmed send's.
+            pending = next((p for p in self._pending if not p.done.is_set() and not p.ponged), None)
+        else:
+            pending = self._oldest_unconfirmed(msg.param(1)) if len(msg.params) >= 2 else None
         if pending is None:
             self.log.debug("server error %s %s", msg.command, msg.param(-1))
             return
         pending.finish(
             ChannelError(
-                f"the server refused the message to {msg.param(1)}: "
+                f"the server refused the message to {pending.target}: "
                 f"{msg.command} {msg.param(-1)}".rstrip(),
                 retryable=msg.command in RETRYABLE_NUMERICS,
             )
