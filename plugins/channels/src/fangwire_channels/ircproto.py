@@ -787,7 +787,10 @@ class IrcClient:
 
 def _is_login_failure(text: str) -> bool:
     lowered = text.lower()
-    return "authentication failed" in lowered or "improperly formatted auth" in lowered
+    return any(
+        phrase in lowered
+        for phrase in ("authentication failed", "improperly formatted auth", "login unsuccessful")
+    )
 
 
 def _int(value: str | None, default: int) -> int:
