@@ -37,8 +37,8 @@ from fangwire_channels.ircproto import (
     IrcClient,
     Message,
     mention_strip,
+    raw_fields,
     split_text,
-    tags_for_raw,
 )
 
 
@@ -117,7 +117,7 @@ class IrcChannel(IrcAdapterBase):
             text=text,
             is_group=is_group,
             mentioned=mentioned,
-            raw=tags_for_raw(msg),
+            raw=raw_fields(msg),
         )
 
     async def send(self, target: str, message: OutboundMessage) -> DeliveryReceipt:

@@ -855,7 +855,8 @@ def mention_strip(text: str, nick: str) -> tuple[bool, str]:
     return folded_nick in words, text
 
 
-def tags_for_raw(msg: Message) -> dict[str, Any]:
+def raw_fields(msg: Message) -> dict[str, Any]:
+    """What an inbound message keeps of its line: source, parameters and tags."""
     return {"source": msg.source, "params": list(msg.params), "tags": dict(msg.tags)}
 
 

@@ -47,8 +47,8 @@ from fangwire_channels.ircproto import (
     Message,
     irc_lower,
     mention_strip,
+    raw_fields,
     split_text,
-    tags_for_raw,
 )
 
 TWITCH_HOST = "irc.chat.twitch.tv"
@@ -132,7 +132,7 @@ class TwitchChannel(IrcAdapterBase):
         if not text.strip():
             return None
         message_id = tags.get("id") or None
-        raw = tags_for_raw(msg)
+        raw = raw_fields(msg)
         raw["reply_parent_msg_id"] = tags.get("reply-parent-msg-id") or None
         return InboundMessage(
             channel=self.ctx.name,
