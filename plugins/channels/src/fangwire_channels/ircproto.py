@@ -317,6 +317,7 @@ class IrcClient:
         self._stream: ByteStream | None = None
         self._reader: BufferedByteReceiveStream | None = None
         self._write_lock = anyio.Lock()
+        self._send_lock = anyio.Lock()
         self._pending: list[_Pending] = []
         #: Tokens of our PINGs not yet answered, oldest first (keep-alive and confirmations).
         self._pings: collections.deque[str] = collections.deque(maxlen=256)
@@ -725,31 +726,23 @@ class IrcClient:
         limit = self.config.max_line_bytes
         if limit is not None and any(message_bytes(line) > limit for line in outgoing):
             raise ChannelError(f"a line to {target!r} would exceed {limit} bytes")
-        async with self._write_lock:
+        # One message at a time, so its lines and its PING stay together and in order; the
+        # write lock is taken per line, so PONGs to the server are never held up by pacing.
+        async with self._send_lock:
             self._pending.append(pending)
-            for index, line in enumerate(outgoing):
-                try:
-                    await self._pacer.wait()
-                except ChannelError:
-                    self._discard(pending)
-                    if index == 0:
-                        raise
-                    raise ChannelError("outbound pacing stopped a multi-line message") from None
-                try:
-                    await self._write(line)
-                except ProtocolError as exc:
-                    raise ChannelError(str(exc)) from exc
-                except _CONNECTION_ERRORS as exc:
-                    self._discard(pending)
-                    raise ChannelError(
-                        "the connection failed while sending", retryable=index == 0
-                    ) from exc
             try:
-                self._pings.append(pending.token)
-                await self._write(serialize("PING", pending.token))
-            except _CONNECTION_ERRORS as exc:
+                await self._write_paced(outgoing)
+                try:
+                    async with self._write_lock:
+                        self._pings.append(pending.token)
+                        await self._write(serialize("PING", pending.token))
+                except _CONNECTION_ERRORS as exc:
+                    if pending.token in self._pings:
+                        self._pings.remove(pending.token)
+                    raise ChannelError("the connection failed while sending") from exc
+            except BaseException:
                 self._discard(pending)
-                raise ChannelError("the connection failed while sending") from exc
+                raise
         try:
             with anyio.fail_after(self.config.confirm_timeout):
                 await pending.done.wait()
@@ -765,6 +758,22 @@ class IrcClient:
         if pending.message_id:
             ids[-1] = pending.message_id
         return ids
+
+    async def _write_paced(self, lines: Sequence[str]) -> None:
+        for index, line in enumerate(lines):
+            try:
+                await self._pacer.wait()
+            except ChannelError:
+                if index == 0:
+                    raise
+                raise ChannelError("outbound pacing stopped a multi-line message") from None
+            try:
+                async with self._write_lock:
+                    await self._write(line)
+            except _CONNECTION_ERRORS as exc:
+                raise ChannelError(
+                    "the connection failed while sending", retryable=index == 0
+                ) from exc
 
     def _discard(self, pending: _Pending) -> None:
         if pending in self._pending:
