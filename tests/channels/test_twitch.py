@@ -292,7 +292,7 @@ async def test_a_reply_to_the_bot_mentions_it_and_threading_can_be_off(make_runt
 
 @pytest.mark.anyio
 async def test_notice_refusal_raises_and_long_text_is_cut_at_500_characters(make_runtime) -> None:
-    fake = FakeTwitch(TOKEN, refuse={"#closed": "msg_channel_suspended"})
+    fake = FakeTwitch(TOKEN, refuse={"#closed": "msg_channel_suspended", "#busy": "msg_ratelimit"})
     with anyio.fail_after(TIMEOUT):
         async with serving_fake(fake):
             runtime = make_runtime(
@@ -302,11 +302,16 @@ async def test_notice_refusal_raises_and_long_text_is_cut_at_500_characters(make
                 await fake.wait_joined()
                 with pytest.raises(ChannelError, match="msg_channel_suspended") as info:
                     await runtime.channels.send("twitch", "#closed", OutboundMessage(text="hi"))
+                with pytest.raises(ChannelError, match="msg_ratelimit") as limited:
+                    await runtime.channels.send("twitch", "#busy", OutboundMessage(text="hi"))
                 text = "word " * 240 + "line\ntwo"
                 receipt = await runtime.channels.send(
                     "twitch", "#stream", OutboundMessage(text=text)
                 )
     assert not info.value.retryable
+    assert limited.value.retryable  # retried by the core (3 attempts), then reported
+    busy = [m for m in map(parse, fake.lines) if m.command == "PRIVMSG" and m.param(0) == "#busy"]
+    assert len(busy) == 3
     sent = [m for m in map(parse, fake.lines) if m.command == "PRIVMSG" and m.param(0) == "#stream"]
     assert len(sent) == len(receipt.message_ids) == 3
     assert all(len(m.param(-1)) <= 500 for m in sent)
