@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import base64
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 
 import anyio
@@ -35,7 +35,6 @@ from fangwire_channels.ircproto import (
     split_text,
 )
 from tests.channels.servers.inspircd import (  # noqa: F401 - fixture
-    BlockingIrcUser,
     InspIRCd,
     RawIrcClient,
     free_port,
@@ -521,7 +520,7 @@ async def test_a_silent_server_ends_the_session_after_a_keepalive_ping() -> None
 class IrcPeer:
     """A user on the InspIRCd: writes the bot privately and collects what the bot writes it."""
 
-    def __init__(self, server: InspIRCd, user: BlockingIrcUser, bot_nick: str) -> None:
+    def __init__(self, server: InspIRCd, user: RawIrcClient, bot_nick: str) -> None:
         self.user = user
         self.bot_nick = bot_nick
         self.target = user.nick
@@ -538,7 +537,7 @@ class IrcPeer:
         self.got: list[str] = []
 
     async def inbound(self, text: str) -> None:
-        self.user.send(serialize("PRIVMSG", self.bot_nick, text))
+        await self.user.privmsg(self.bot_nick, text)
 
     async def received(self, count: int) -> list[str]:
         while len(self.got) < count:
@@ -554,9 +553,7 @@ class TestIrcConformance(ChannelConformance):
     count = 0
 
     @pytest.fixture
-    def peer(self, inspircd: InspIRCd) -> Iterator[IrcPeer]:
+    async def peer(self, inspircd: InspIRCd, irc_user: IrcUser) -> IrcPeer:
         TestIrcConformance.count += 1
         number = TestIrcConformance.count
-        user = BlockingIrcUser(inspircd.host, inspircd.port, f"confuser{number}")
-        yield IrcPeer(inspircd, user, f"confbot{number}")
-        user.close()
+        return IrcPeer(inspircd, await irc_user(f"confuser{number}"), f"confbot{number}")

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import logging
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 
 import anyio
@@ -26,10 +26,9 @@ from fangwire.channels import ChannelContext, ChannelError, OutboundMessage
 from fangwire.runtime import Runtime
 from fangwire.secrets.value import Secret
 from fangwire.testing.channels import ChannelConformance
-from fangwire_channels.ircproto import IrcClient, Message, parse, serialize
+from fangwire_channels.ircproto import IrcClient, Message, parse
 from fangwire_channels.twitch import TwitchChannel
 from tests.channels.servers.inspircd import (  # noqa: F401 - fixtures
-    BlockingIrcUser,
     InspIRCd,
     RawIrcClient,
     free_port,
@@ -408,7 +407,7 @@ async def test_chat_round_trip_on_a_real_irc_server(
 class ChatRoomPeer:
     """A viewer in the room: addresses the bot with ``@nick`` and reads what it writes there."""
 
-    def __init__(self, server: InspIRCd, user: BlockingIrcUser, number: int) -> None:
+    def __init__(self, server: InspIRCd, user: RawIrcClient, number: int) -> None:
         self.user = user
         self.bot_nick = f"twconf{number}"
         self.target = f"#twconf{number}"
@@ -423,10 +422,9 @@ class ChatRoomPeer:
         }
         self.unreachable_settings = {**self.settings, "port": free_port()}
         self.got: list[str] = []
-        user.join(self.target)
 
     async def inbound(self, text: str) -> None:
-        self.user.send(serialize("PRIVMSG", self.target, f"@{self.bot_nick} {text}"))
+        await self.user.privmsg(self.target, f"@{self.bot_nick} {text}")
 
     async def received(self, count: int) -> list[str]:
         while len(self.got) < count:
@@ -442,9 +440,10 @@ class TestTwitchConformance(ChannelConformance):
     count = 0
 
     @pytest.fixture
-    def peer(self, inspircd: InspIRCd) -> Iterator[ChatRoomPeer]:
+    async def peer(self, inspircd: InspIRCd, irc_user: IrcUser) -> ChatRoomPeer:
         TestTwitchConformance.count += 1
         number = TestTwitchConformance.count
-        user = BlockingIrcUser(inspircd.host, inspircd.port, f"viewer{number}")
-        yield ChatRoomPeer(inspircd, user, number)
-        user.close()
+        viewer = await irc_user(f"viewer{number}")
+        peer = ChatRoomPeer(inspircd, viewer, number)
+        await viewer.join(peer.target)
+        return peer
