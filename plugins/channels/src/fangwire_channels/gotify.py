@@ -35,6 +35,7 @@ from httpx_ws import (
     aconnect_ws,
 )
 
+from fangwire.channelkit.httpsend import checked, refusal
 from fangwire.channels import (
     ChannelAdapter,
     ChannelContext,
@@ -46,7 +47,6 @@ from fangwire.channels import (
     OutboundMessage,
 )
 from fangwire.hookspecs import hookimpl
-from fangwire_channels._httpsend import checked, refusal
 
 DEFAULT_TITLE = "fangwire"
 DEFAULT_PRIORITY = 5

@@ -34,6 +34,7 @@ from typing import Any
 import anyio
 import httpx
 
+from fangwire.channelkit.httpsend import checked, refusal
 from fangwire.channels import (
     ChannelAdapter,
     ChannelContext,
@@ -45,7 +46,6 @@ from fangwire.channels import (
     OutboundMessage,
 )
 from fangwire.hookspecs import hookimpl
-from fangwire_channels._httpsend import checked, refusal
 
 DEFAULT_SERVER = "https://ntfy.sh"
 #: A stream that sends nothing (not even a keepalive) for this long is considered dead.

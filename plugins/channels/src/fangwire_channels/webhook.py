@@ -43,6 +43,7 @@ import httpx
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
+from fangwire.channelkit.httpsend import checked
 from fangwire.channelkit.signatures import ReplayGuard, WebhookRejected, hmac_digest, verify_hmac
 from fangwire.channels import (
     ChannelAdapter,
@@ -55,7 +56,6 @@ from fangwire.channels import (
     OutboundMessage,
 )
 from fangwire.hookspecs import hookimpl
-from fangwire_channels._httpsend import checked
 
 #: How far (seconds) a delivery's timestamp may be from now, and how long ids are remembered.
 REPLAY_WINDOW_SECONDS = 300.0

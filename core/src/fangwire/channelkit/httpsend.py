@@ -1,6 +1,6 @@
 """Turning an HTTP platform's answer into a receipt or a typed refusal.
 
-Shared by the HTTP adapters (``webhook``, ``ntfy``, ``gotify``). The rules:
+For adapters of HTTP platforms (``webhook``, ``ntfy``, ``gotify`` and third-party ones). The rules:
 
 - a 2xx answer is success; anything else is a :class:`ChannelError` carrying the server's own
   reason (its JSON error text when it sent one, else the start of the body);
