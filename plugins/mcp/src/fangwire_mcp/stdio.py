@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import resource
 import signal
 from collections.abc import AsyncIterator, Mapping, Sequence
@@ -26,9 +27,12 @@ from typing import Any
 import anyio
 import anyio.abc
 from anyio.streams.buffered import BufferedByteReceiveStream
+from mcp.client._transport import TransportStreams
 
 from fangwire.hookspecs import hookimpl
-from fangwire.transports import Transport
+from fangwire_mcp.client_transport import ClientTransport
+from fangwire_mcp.spec import ServerSpec
+from fangwire_mcp.streams import message_streams
 
 log = logging.getLogger("fangwire.mcp.stdio")
 
@@ -51,6 +55,23 @@ def build_environment(
     env = {name: source[name] for name in SAFE_ENV_NAMES if name in source}
     env.update(declared)
     return env
+
+
+_VARIABLE = re.compile(r"\$(?:\{([A-Za-z_][A-Za-z0-9_]*)\}|([A-Za-z_][A-Za-z0-9_]*))")
+
+
+def expand_args(args: Sequence[str], env: Mapping[str, str]) -> list[str]:
+    """``$NAME`` / ``${NAME}`` in ``args`` replaced from the child's own environment.
+
+    Only names the child receives are expanded (the safe names and the declared ones), so an
+    argument can never pull a daemon secret in; any other reference is left as written.
+    """
+
+    def replace(match: re.Match[str]) -> str:
+        name = match.group(1) or match.group(2)
+        return env.get(name, match.group(0))
+
+    return [_VARIABLE.sub(replace, arg) for arg in args]
 
 
 class StdioConnection:
@@ -140,7 +161,7 @@ def _limit_resources(pid: int) -> None:
         resource.prlimit(pid, resource.RLIMIT_NOFILE, (MAX_OPEN_FILES, MAX_OPEN_FILES))
 
 
-class StdioTransport(Transport):
+class StdioTransport(ClientTransport):
     transport_id = "stdio"
     display_name = "stdio"
     description = "Local server process speaking newline-delimited JSON-RPC on stdin/stdout"
@@ -183,6 +204,34 @@ class StdioTransport(Transport):
             raise
         finally:
             self._open.discard(connection)
+
+    @asynccontextmanager
+    async def open(
+        self,
+        spec: ServerSpec,
+        *,
+        env: Mapping[str, str],
+        headers: Mapping[str, str],
+        lost: anyio.Event,
+    ) -> AsyncIterator[TransportStreams]:
+        """Start ``spec``'s command sandboxed and yield the SDK's message streams.
+
+        ``lost`` is set as soon as the process exits.
+        """
+        args = expand_args(spec.args, build_environment(env, self.runtime.environ))
+        connecting = self.connect(spec.command, args, env=env, name=spec.name)
+        async with connecting as conn, anyio.create_task_group() as tg:
+
+            async def watch() -> None:
+                await conn.process.wait()
+                lost.set()
+
+            tg.start_soon(watch)
+            try:
+                async with message_streams(conn.send, conn.receive) as streams:
+                    yield streams
+            finally:
+                tg.cancel_scope.cancel()
 
     @property
     def open_connections(self) -> int:

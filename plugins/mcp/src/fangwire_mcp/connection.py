@@ -1,0 +1,317 @@
+"""One MCP server connection: connect, watch its health, reconnect with capped backoff.
+
+:meth:`ServerConnection.run` is a long-running task owned by the manager. It connects with the
+``mcp`` SDK's :class:`mcp.Client` (``mode="auto"``: a ``server/discover`` probe for the
+2026-07-28 era, falling back to the ``initialize`` handshake of 2025-11-25 and earlier), lists
+the tools, then checks the server every ``health_interval_secs`` with ``tools/list``. A
+failed check, a closed connection or an exited process drops the connection; the next attempt
+waits ``min(BACKOFF_CAP, BACKOFF_BASE * 2**(failures-1))`` seconds scaled by a random factor
+in ``[0.5, 1]`` (jitter), unless a reconnect is requested.
+
+Tool descriptions and input schemas are fingerprinted on the first successful listing (the
+approval); a later listing that differs is flagged in ``changed_tools`` until the operator
+reconnects the server explicitly, which approves the new descriptions.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import math
+import random
+from collections.abc import Awaitable, Callable, Mapping
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+import anyio
+import mcp_types
+from mcp import Client, MCPError
+
+from fangwire import __version__
+from fangwire_mcp.spec import ServerSpec
+
+if TYPE_CHECKING:
+    from fangwire_mcp.client_transport import ClientTransport
+
+log = logging.getLogger("fangwire.mcp.client")
+
+BACKOFF_BASE = 1.0
+BACKOFF_CAP = 60.0
+MAX_TOOL_PAGES = 50
+
+Credentials = Callable[[ServerSpec], Awaitable[tuple[dict[str, str], dict[str, str]]]]
+
+
+class ServerUnavailable(Exception):
+    """The server is not connected (or the connection dropped during the call)."""
+
+
+def now_iso() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+def fingerprint(tool: mcp_types.Tool) -> str:
+    data = {"description": tool.description or "", "input_schema": tool.input_schema}
+    return hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def backoff_seconds(failures: int, rng: Callable[[], float] = random.random) -> float:
+    """Delay before attempt number ``failures + 1``: capped exponential with jitter."""
+    delay = min(BACKOFF_CAP, BACKOFF_BASE * 2.0 ** max(0, failures - 1))
+    return float(delay * (0.5 + 0.5 * rng()))
+
+
+class _Reconnect(Exception):
+    """Internal: leave the connected state (the reason is the message)."""
+
+
+class ServerConnection:
+    """The live state of one configured server."""
+
+    def __init__(
+        self, spec: ServerSpec, transport: ClientTransport | None, credentials: Credentials
+    ) -> None:
+        self.spec = spec
+        self.transport = transport
+        self._credentials = credentials
+        self.status = "connecting" if spec.enabled else "disabled"
+        self.tools: list[mcp_types.Tool] = []
+        self.protocol_version: str | None = None
+        self.server_info: dict[str, Any] | None = None
+        self.last_ok: str | None = None
+        self.last_error: str | None = None
+        self.consecutive_failures = 0
+        self.reconnect_attempts = 0
+        self.connected_since: str | None = None
+        self.approved: dict[str, str] | None = None
+        self.changed_tools: list[str] = []
+        self.calls = 0
+        #: Changes whenever the tool list or the connected state changes.
+        self.generation = 0
+        self._client: Client | None = None
+        self._scope: anyio.CancelScope | None = None
+        self._lost: anyio.Event | None = None
+        self._wake = anyio.Event()
+        self._stopped = False
+        self._reapprove = False
+        self._settled = anyio.Event()
+        #: Set when :meth:`run` has returned.
+        self.finished = anyio.Event()
+
+    # -- views --------------------------------------------------------------------------------
+
+    @property
+    def connected(self) -> bool:
+        return self.status == "ready"
+
+    @property
+    def reconnecting(self) -> bool:
+        return self.status == "connecting" and self.reconnect_attempts > 0
+
+    def health(self) -> dict[str, Any]:
+        return {
+            "id": self.spec.name,
+            "name": self.spec.name,
+            "status": self.status,
+            "tool_count": len(self.tools),
+            "last_ok": self.last_ok,
+            "last_error": self.last_error,
+            "consecutive_failures": self.consecutive_failures,
+            "reconnecting": self.reconnecting,
+            "reconnect_attempts": self.reconnect_attempts,
+            "connected_since": self.connected_since,
+            "protocol_version": self.protocol_version,
+            "tools_changed": list(self.changed_tools),
+        }
+
+    # -- control ------------------------------------------------------------------------------
+
+    def request_reconnect(self, *, approve: bool = True) -> anyio.Event:
+        """Drop the connection (if any) and connect again now; the event fires when settled."""
+        self._reapprove = self._reapprove or approve
+        self.consecutive_failures = 0
+        self._settled = anyio.Event()
+        self._drop()
+        self._wake.set()
+        return self._settled
+
+    def stop(self) -> None:
+        self._stopped = True
+        self._drop()
+        self._wake.set()
+
+    def _drop(self) -> None:
+        if self._scope is not None:
+            self._scope.cancel()
+
+    # -- calls --------------------------------------------------------------------------------
+
+    async def call_tool(self, tool: str, arguments: Mapping[str, Any]) -> mcp_types.CallToolResult:
+        """Call ``tool``; :class:`ServerUnavailable` if not connected or the link broke."""
+        client, lost = self._client, self._lost
+        if client is None or self.status != "ready":
+            raise ServerUnavailable(f"MCP server {self.spec.name!r} is {self.status}")
+        self.calls += 1
+        try:
+            return await client.call_tool(
+                tool, dict(arguments), read_timeout_seconds=float(self.spec.timeout_secs)
+            )
+        except MCPError as exc:
+            if exc.code == mcp_types.CONNECTION_CLOSED and lost is not None:
+                lost.set()
+                raise ServerUnavailable(f"MCP server {self.spec.name!r}: connection lost") from None
+            raise
+        except (anyio.ClosedResourceError, anyio.BrokenResourceError, anyio.EndOfStream):
+            if lost is not None:
+                lost.set()
+            raise ServerUnavailable(f"MCP server {self.spec.name!r}: connection lost") from None
+
+    # -- the loop -----------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Connect and stay connected until :meth:`stop`."""
+        while not self._stopped:
+            if not self.spec.enabled or self.transport is None:
+                self.status = (
+                    "disabled"
+                    if not self.spec.enabled
+                    else f"error: no transport {self.spec.transport!r}"
+                )
+                self._settle()
+                await self._wake.wait()
+                self._wake = anyio.Event()
+                continue
+            self._wake = anyio.Event()
+            reason = await self._connect_once(self.transport)
+            self._client = None
+            self._lost = None
+            self.connected_since = None
+            self.tools = []
+            self.generation += 1
+            if self._stop_requested():
+                break
+            if self._wake.is_set():
+                self.status = "connecting"
+                continue
+            self.consecutive_failures += 1
+            self.reconnect_attempts += 1
+            self.last_error = reason
+            self.status = f"error: {reason}"
+            self._settle()
+            log.warning("MCP server %s: %s", self.spec.name, reason)
+            with anyio.move_on_after(backoff_seconds(self.consecutive_failures)):
+                await self._wake.wait()
+            if not self._stopped:
+                self.status = "connecting"
+        self.status = "disabled" if not self.spec.enabled else "stopped"
+        self._settle()
+        self.finished.set()
+
+    def _stop_requested(self) -> bool:
+        # A method, so type checkers do not assume the flag kept its value across awaits.
+        return self._stopped
+
+    def _settle(self) -> None:
+        self._settled.set()
+
+    async def _connect_once(self, transport: ClientTransport) -> str | None:
+        """One connection's life; the reason it ended (``None`` if asked to)."""
+        spec = self.spec
+        lost = anyio.Event()
+        scope = anyio.CancelScope(deadline=anyio.current_time() + spec.timeout_secs)
+        self._scope = scope
+        connected = False
+        try:
+            with scope:
+                env, headers = await self._credentials(spec)
+                streams = transport.open(spec, env=env, headers=headers, lost=lost)
+                client = Client(
+                    streams,
+                    mode="auto",
+                    read_timeout_seconds=float(spec.timeout_secs),
+                    client_info=mcp_types.Implementation(name="fangwire", version=__version__),
+                    cache=None,
+                )
+                async with client:
+                    tools = await self._list_tools(client)
+                    scope.deadline = math.inf
+                    connected = True
+                    self._ready(client, tools, lost)
+                    await self._monitor(client, lost)
+        except Exception as exc:
+            return _describe(exc)
+        finally:
+            self._scope = None
+        if scope.cancelled_caught and not connected and not self._wake.is_set():
+            return f"timed out connecting after {spec.timeout_secs} s"
+        return None
+
+    def _ready(self, client: Client, tools: list[mcp_types.Tool], lost: anyio.Event) -> None:
+        self._client = client
+        self._lost = lost
+        self.protocol_version = client.protocol_version
+        info = client.server_info
+        self.server_info = info.model_dump(mode="json", exclude_none=True) if info else None
+        self._accept_tools(tools)
+        self.status = "ready"
+        self.generation += 1
+        self.connected_since = self.last_ok = now_iso()
+        self.consecutive_failures = 0
+        log.info(
+            "MCP server %s ready (%s, %d tools)", self.spec.name, self.protocol_version, len(tools)
+        )
+        self._settle()
+
+    def _accept_tools(self, tools: list[mcp_types.Tool]) -> None:
+        prints = {tool.name: fingerprint(tool) for tool in tools}
+        if self.approved is None or self._reapprove:
+            self.approved = prints
+            self._reapprove = False
+        self.changed_tools = sorted(
+            name
+            for name, value in prints.items()
+            if name in self.approved and self.approved[name] != value
+        )
+        if self.changed_tools:
+            log.warning(
+                "MCP server %s changed the description of approved tools: %s",
+                self.spec.name,
+                ", ".join(self.changed_tools),
+            )
+        self.tools = tools
+        self.generation += 1
+
+    async def _list_tools(self, client: Client) -> list[mcp_types.Tool]:
+        tools: list[mcp_types.Tool] = []
+        cursor: str | None = None
+        for _ in range(MAX_TOOL_PAGES):
+            page = await client.list_tools(cursor=cursor)
+            tools.extend(page.tools)
+            cursor = page.next_cursor
+            if not cursor:
+                break
+        return tools
+
+    async def _monitor(self, client: Client, lost: anyio.Event) -> None:
+        while True:
+            with anyio.move_on_after(self.spec.health_interval_secs):
+                await lost.wait()
+            if lost.is_set():
+                raise _Reconnect("connection lost")
+            try:
+                with anyio.fail_after(self.spec.timeout_secs):
+                    tools = await self._list_tools(client)
+            except Exception as exc:
+                raise _Reconnect(f"health check failed: {_describe(exc)}") from None
+            self._accept_tools(tools)
+            self.last_ok = now_iso()
+
+
+def _describe(exc: BaseException) -> str:
+    if isinstance(exc, BaseExceptionGroup) and exc.exceptions:
+        return _describe(exc.exceptions[0])
+    if isinstance(exc, TimeoutError):
+        return "timed out"
+    text = str(exc) or type(exc).__name__
+    return text.splitlines()[0][:300]

@@ -1,0 +1,321 @@
+"""The MCP server manager: configured servers, their connections, and their tools.
+
+Servers are configured in ``config.toml`` as ``[mcp.servers.<name>]`` tables (see
+:mod:`fangwire_mcp.spec`); their credentials are in the secret store. The manager runs one
+:class:`~fangwire_mcp.connection.ServerConnection` task per server in a task group of its own
+and exposes every connected server's tools as ``mcp_{server}_{tool}``.
+
+Every change (add, replace, remove, reconnect, reload) and every proxied tool call is audited;
+audit details name servers and tools, never arguments or credentials.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+import anyio
+import mcp_types
+from anyio.abc import TaskGroup
+
+from fangwire_mcp.catalog import Catalog
+from fangwire_mcp.client_transport import ClientTransport
+from fangwire_mcp.connection import ServerConnection
+from fangwire_mcp.naming import tool_name
+from fangwire_mcp.spec import Credentials, ServerSpec, SpecError, secret_name, spec_from_body
+
+if TYPE_CHECKING:
+    from fangwire.runtime import Runtime
+
+log = logging.getLogger("fangwire.mcp.manager")
+
+STOP_TIMEOUT_SECONDS = 10.0
+
+
+class ServerExists(Exception):
+    pass
+
+
+class UnknownServer(Exception):
+    pass
+
+
+class ProxiedTool:
+    """A connected server's tool under its exposed name."""
+
+    __slots__ = ("connection", "name", "tool")
+
+    def __init__(self, name: str, connection: ServerConnection, tool: mcp_types.Tool) -> None:
+        self.name = name
+        self.connection = connection
+        self.tool = tool
+
+
+class McpManager:
+    """Owns the server connections of one runtime."""
+
+    def __init__(self, runtime: Runtime) -> None:
+        self.runtime = runtime
+        self.catalog = Catalog(runtime.home / "mcp" / "catalog")
+        self.connections: dict[str, ServerConnection] = {}
+        self.config_errors: dict[str, str] = {}
+        self._tg: TaskGroup | None = None
+        self._host: asyncio.Task[None] | None = None
+        self._lock = anyio.Lock()
+        self._index: dict[str, ProxiedTool] | None = None
+        self._index_key: tuple[tuple[int, int, bool], ...] = ()
+
+    # -- lifecycle ----------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        ready = anyio.Event()
+        self._host = asyncio.get_running_loop().create_task(self._main(ready))
+        with anyio.fail_after(STOP_TIMEOUT_SECONDS):
+            await ready.wait()
+        for spec in self.configured_specs():
+            self._launch(spec)
+
+    async def _main(self, ready: anyio.Event) -> None:
+        try:
+            async with anyio.create_task_group() as tg:
+                self._tg = tg
+                ready.set()
+                await anyio.sleep_forever()
+        finally:
+            self._tg = None
+            ready.set()
+
+    async def stop(self) -> None:
+        for connection in self.connections.values():
+            connection.stop()
+        host, self._host = self._host, None
+        if host is None:
+            return
+        with anyio.move_on_after(STOP_TIMEOUT_SECONDS):
+            for connection in list(self.connections.values()):
+                await connection.finished.wait()
+        host.cancel()
+        with anyio.move_on_after(STOP_TIMEOUT_SECONDS):
+            await asyncio.wait({host})
+        if not host.done():
+            log.warning("MCP connections did not stop in time")
+
+    # -- configuration ------------------------------------------------------------------------
+
+    def _servers_table(self) -> Mapping[str, Any]:
+        mcp = self.runtime.config.mcp
+        servers = mcp.get("servers", {}) if isinstance(mcp, Mapping) else {}
+        return servers if isinstance(servers, Mapping) else {}
+
+    def configured_specs(self) -> list[ServerSpec]:
+        """Specs from ``config.toml``; a bad table is recorded in :attr:`config_errors`."""
+        specs = []
+        self.config_errors = {}
+        for name, table in self._servers_table().items():
+            try:
+                if not isinstance(table, Mapping):
+                    raise SpecError("expected a table")
+                spec, credentials = spec_from_body(table, name=name)
+                if credentials:
+                    raise SpecError("credential values do not belong in config.toml")
+            except SpecError as exc:
+                self.config_errors[name] = f"mcp.servers.{name}: {exc}"
+                log.error("config.toml: mcp.servers.%s: %s", name, exc)
+                continue
+            specs.append(spec)
+        return specs
+
+    def _transport(self, spec: ServerSpec) -> ClientTransport | None:
+        transport = self.runtime.transports.get(spec.transport)
+        return transport if isinstance(transport, ClientTransport) else None
+
+    def _launch(self, spec: ServerSpec) -> ServerConnection:
+        connection = ServerConnection(spec, self._transport(spec), self._credentials)
+        self.connections[spec.name] = connection
+        self._index = None
+        if self._tg is not None:
+            self._tg.start_soon(self._run, connection)
+        return connection
+
+    async def _run(self, connection: ServerConnection) -> None:
+        try:
+            await connection.run()
+        finally:
+            self._index = None
+
+    async def _credentials(self, spec: ServerSpec) -> tuple[dict[str, str], dict[str, str]]:
+        """Environment and header values for ``spec`` (secrets first, then the daemon's
+        own environment for declared names that have no stored value)."""
+        env: dict[str, str] = {}
+        for name in spec.env:
+            secret = await self.runtime.secrets.get(secret_name(spec.name, "env", name))
+            if secret is not None:
+                env[name] = secret.reveal()
+            elif name in self.runtime.environ:
+                env[name] = self.runtime.environ[name]
+        headers: dict[str, str] = {}
+        for name in spec.headers:
+            secret = await self.runtime.secrets.get(secret_name(spec.name, "header", name))
+            if secret is not None:
+                headers[name] = secret.reveal()
+        return env, headers
+
+    async def _store_credentials(self, name: str, credentials: Credentials) -> None:
+        for (kind, key), value in credentials.items():
+            await self.runtime.secrets.set(secret_name(name, kind, key), value)
+
+    async def _forget_credentials(self, spec: ServerSpec) -> None:
+        for key in spec.env:
+            await self.runtime.secrets.delete(secret_name(spec.name, "env", key))
+        for key in spec.headers:
+            await self.runtime.secrets.delete(secret_name(spec.name, "header", key))
+
+    # -- changes ------------------------------------------------------------------------------
+
+    async def add(self, spec: ServerSpec, credentials: Credentials, *, actor: str) -> None:
+        """Save a new server and start connecting; :class:`ServerExists` if the name is taken."""
+        async with self._lock:
+            if spec.name in self.connections or spec.name in self._servers_table():
+                raise ServerExists(spec.name)
+            await self._audit("mcp_server_add", spec, actor, "pending")
+            await self._store_credentials(spec.name, credentials)
+            await self.runtime.change_config(
+                ["mcp", "servers", spec.name], spec.table(), actor=actor
+            )
+            self._launch(spec)
+            await self._audit("mcp_server_add", spec, actor, "ok")
+
+    async def replace(self, spec: ServerSpec, credentials: Credentials, *, actor: str) -> None:
+        async with self._lock:
+            old = self.connections.get(spec.name)
+            if old is None:
+                raise UnknownServer(spec.name)
+            await self._audit("mcp_server_replace", spec, actor, "pending")
+            await self._store_credentials(spec.name, credentials)
+            await self.runtime.change_config(
+                ["mcp", "servers", spec.name], spec.table(), actor=actor
+            )
+            old.stop()
+            self._launch(spec)
+            await self._audit("mcp_server_replace", spec, actor, "ok")
+
+    async def remove(self, name: str, *, actor: str) -> ServerSpec:
+        async with self._lock:
+            connection = self.connections.get(name)
+            if connection is None:
+                raise UnknownServer(name)
+            spec = connection.spec
+            await self._audit("mcp_server_remove", spec, actor, "pending")
+            await self.runtime.change_config(
+                ["mcp", "servers", name], None, actor=actor, remove=True
+            )
+            connection.stop()
+            del self.connections[name]
+            self._index = None
+            await self._forget_credentials(spec)
+            await self._audit("mcp_server_remove", spec, actor, "ok")
+            return spec
+
+    async def reconnect(self, name: str, *, actor: str, wait: float) -> ServerConnection:
+        """Reconnect now (approving the current tool descriptions); wait up to ``wait``
+        seconds for the attempt to settle."""
+        connection = self.connections.get(name)
+        if connection is None:
+            raise UnknownServer(name)
+        settled = connection.request_reconnect(approve=True)
+        with anyio.move_on_after(wait):
+            await settled.wait()
+        await self._audit("mcp_server_reconnect", connection.spec, actor, "ok")
+        return connection
+
+    async def reload(self, *, actor: str) -> dict[str, Any]:
+        """Re-read the catalog and ``config.toml``; start, stop or restart what changed."""
+        async with self._lock:
+            templates = self.catalog.reload()
+            self.runtime.reload_config()
+            wanted = {spec.name: spec for spec in self.configured_specs()}
+            started: list[str] = []
+            stopped: list[str] = []
+            for name in list(self.connections):
+                if name not in wanted:
+                    self.connections.pop(name).stop()
+                    stopped.append(name)
+            for name, spec in wanted.items():
+                current = self.connections.get(name)
+                if current is not None and current.spec == spec:
+                    continue
+                if current is not None:
+                    current.stop()
+                self._launch(spec)
+                started.append(name)
+            self._index = None
+            await self.runtime.audit.record(
+                "mcp_reload",
+                details={"actor": actor, "started": started, "stopped": stopped},
+                outcome="ok",
+            )
+            return {"templates": templates, "started": started, "stopped": stopped}
+
+    async def _audit(self, event: str, spec: ServerSpec, actor: str, outcome: str) -> None:
+        await self.runtime.audit.record(
+            event,
+            details={
+                "server": spec.name,
+                "transport": spec.transport,
+                "template_id": spec.template_id or "",
+                "actor": actor,
+            },
+            outcome=outcome,
+        )
+
+    # -- tools --------------------------------------------------------------------------------
+
+    def tools(self) -> dict[str, ProxiedTool]:
+        """Every connected server's tools by exposed name (first server wins a clash)."""
+        key = tuple((id(c), c.generation, c.connected) for c in self.connections.values())
+        index = self._index
+        if index is not None and key == self._index_key:
+            return index
+        index = {}
+        for name in sorted(self.connections):
+            connection = self.connections[name]
+            if not connection.connected:
+                continue
+            for tool in connection.tools:
+                exposed = tool_name(name, tool.name)
+                index.setdefault(exposed, ProxiedTool(exposed, connection, tool))
+        self._index = index
+        self._index_key = key
+        return index
+
+    def invalidate(self) -> None:
+        self._index = None
+
+    async def call(
+        self, exposed: str, arguments: Mapping[str, Any], *, actor: str
+    ) -> mcp_types.CallToolResult:
+        """Call a proxied tool by its exposed name; ``KeyError`` if there is none."""
+        proxied = self.tools().get(exposed)
+        if proxied is None:
+            self._index = None
+            proxied = self.tools().get(exposed)
+        if proxied is None:
+            raise KeyError(exposed)
+        connection = proxied.connection
+        outcome = "error"
+        try:
+            result = await connection.call_tool(proxied.tool.name, arguments)
+            outcome = "tool_error" if result.is_error else "ok"
+            return result
+        finally:
+            await self.runtime.audit.record(
+                "mcp_tool_call",
+                details={
+                    "server": connection.spec.name,
+                    "tool": proxied.tool.name,
+                    "actor": actor,
+                },
+                outcome=outcome,
+            )

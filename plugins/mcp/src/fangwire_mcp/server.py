@@ -1,0 +1,436 @@
+"""``/mcp``: fangwire as an MCP server over Streamable HTTP, in both protocol eras.
+
+**Handshake era (2024-11-05 … 2025-11-25).** ``initialize`` creates a session whose id comes
+back in ``Mcp-Session-Id``; every later request must carry it (400 without, 404 for an unknown
+or ended one) and, when present, an ``MCP-Protocol-Version`` header naming a supported version
+(400 otherwise). Notifications and responses get 202 with no body. ``DELETE /mcp`` ends the
+session. Responses are ``application/json``; there is no server-to-client stream, so
+``GET /mcp`` answers 405.
+
+**Stateless era (2026-07-28).** A request whose ``MCP-Protocol-Version`` header is not a
+handshake version, or whose ``params._meta`` carries the protocol version, is checked with the
+SDK's validation ladder (``_meta`` envelope, ``MCP-Protocol-Version``/``Mcp-Method``/
+``Mcp-Name`` agreeing with the body: -32020; unsupported version: -32022) and answered without
+a session; ``server/discover`` describes the server. Results carry ``resultType`` and the
+server info in ``_meta``; an unknown method is 404 with -32601.
+
+Errors are JSON-RPC error objects: -32700 for unparseable JSON, -32600 for a body that is not
+one request, -32601 for an unknown method, -32602 for bad params or an unknown tool. The
+route needs a credential (the ``viewer`` role); which tools a caller sees and may call depends
+on its role. A browser ``Origin`` other than the daemon's own is refused (403) by the core.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import secrets
+import time
+from collections import OrderedDict
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+import attrs
+import jsonschema  # type: ignore[import-untyped]
+import mcp_types
+from mcp.shared.exceptions import MCPError
+from mcp.shared.inbound import (
+    ERROR_CODE_HTTP_STATUS,
+    InboundLadderRejection,
+    classify_inbound_request,
+)
+from mcp_types.version import (
+    HANDSHAKE_PROTOCOL_VERSIONS,
+    LATEST_HANDSHAKE_VERSION,
+    MODERN_PROTOCOL_VERSIONS,
+)
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+
+from fangwire import __version__
+from fangwire.auth import Principal, Role
+from fangwire.http.context import principal_of
+from fangwire.http.errors import ApiError
+from fangwire.http.jsonbody import json_depth_exceeds
+from fangwire_mcp.connection import ServerUnavailable
+from fangwire_mcp.tools import LOCAL_BY_NAME, LOCAL_TOOLS, PROXIED_TOOL_ROLE, ToolFailure
+
+if TYPE_CHECKING:
+    from fangwire.runtime import Runtime
+    from fangwire_mcp.manager import McpManager
+
+log = logging.getLogger("fangwire.mcp.server")
+
+SERVER_NAME = "fangwire"
+SESSION_HEADER = "mcp-session-id"
+VERSION_HEADER = "mcp-protocol-version"
+MAX_SESSIONS = 10_000
+SESSION_IDLE_SECONDS = 1800.0
+
+PARSE_ERROR = mcp_types.PARSE_ERROR
+INVALID_REQUEST = mcp_types.INVALID_REQUEST
+METHOD_NOT_FOUND = mcp_types.METHOD_NOT_FOUND
+INVALID_PARAMS = mcp_types.INVALID_PARAMS
+INTERNAL_ERROR = mcp_types.INTERNAL_ERROR
+
+_SERVER_INFO = {"name": SERVER_NAME, "title": "fangwire", "version": __version__}
+_CAPABILITIES = {"tools": {"listChanged": False}}
+_INSTRUCTIONS = (
+    "fangwire connects AI agents to chat channels, other agents and MCP servers. "
+    "Tools named mcp_<server>_<tool> are proxied to connected MCP servers."
+)
+
+
+class RpcError(Exception):
+    def __init__(self, code: int, message: str, data: Any = None) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.data = data
+
+
+@attrs.define
+class Session:
+    id: str
+    version: str
+    subject: str
+    last_seen: float
+
+
+class Sessions:
+    """Handshake-era sessions, kept in memory, evicted when idle or when over the cap."""
+
+    def __init__(self) -> None:
+        self._sessions: OrderedDict[str, Session] = OrderedDict()
+
+    def create(self, version: str, subject: str) -> Session:
+        self._expire()
+        while len(self._sessions) >= MAX_SESSIONS:
+            self._sessions.popitem(last=False)
+        session = Session(secrets.token_urlsafe(24), version, subject, time.monotonic())
+        self._sessions[session.id] = session
+        return session
+
+    def get(self, session_id: str, subject: str) -> Session | None:
+        session = self._sessions.get(session_id)
+        if session is None or session.subject != subject:
+            return None
+        now = time.monotonic()
+        if now - session.last_seen > SESSION_IDLE_SECONDS:
+            del self._sessions[session_id]
+            return None
+        session.last_seen = now
+        self._sessions.move_to_end(session_id)
+        return session
+
+    def end(self, session_id: str, subject: str) -> bool:
+        if self.get(session_id, subject) is None:
+            return False
+        del self._sessions[session_id]
+        return True
+
+    def _expire(self) -> None:
+        cutoff = time.monotonic() - SESSION_IDLE_SECONDS
+        while self._sessions:
+            oldest = next(iter(self._sessions.values()))
+            if oldest.last_seen >= cutoff:
+                break
+            self._sessions.popitem(last=False)
+
+    def __len__(self) -> int:
+        return len(self._sessions)
+
+
+class McpServer:
+    """The ``/mcp`` endpoint of one runtime."""
+
+    def __init__(self, runtime: Runtime, manager: McpManager) -> None:
+        self.runtime = runtime
+        self.manager = manager
+        self.sessions = Sessions()
+
+    # -- HTTP -----------------------------------------------------------------------------
+
+    async def post(self, request: Request) -> Response:
+        principal = _principal(request)
+        raw = await request.body()
+        try:
+            body = json.loads(raw)
+        except (ValueError, RecursionError):
+            return _error(None, PARSE_ERROR, "Parse error: the body is not valid JSON", 400)
+        if json_depth_exceeds(body, self.runtime.config.http.max_json_depth):
+            return _error(None, PARSE_ERROR, "Parse error: JSON nested too deeply", 400)
+        if not isinstance(body, dict):
+            return _error(
+                None, INVALID_REQUEST, "Invalid Request: expected one JSON-RPC object", 400
+            )
+        if body.get("jsonrpc") != "2.0":
+            return _error(
+                body.get("id"), INVALID_REQUEST, "Invalid Request: jsonrpc must be '2.0'", 400
+            )
+        method = body.get("method")
+        if method is None:
+            if "id" in body and ("result" in body or "error" in body):
+                return Response(status_code=202)
+            return _error(body.get("id"), INVALID_REQUEST, "Invalid Request: no method", 400)
+        if not isinstance(method, str):
+            return _error(
+                body.get("id"), INVALID_REQUEST, "Invalid Request: method must be a string", 400
+            )
+        request_id = body.get("id")
+        is_notification = "id" not in body
+        if not is_notification and (
+            request_id is None
+            or isinstance(request_id, bool)
+            or not isinstance(request_id, str | int)
+        ):
+            return _error(
+                None, INVALID_REQUEST, "Invalid Request: id must be a string or integer", 400
+            )
+        params = body.get("params")
+        if params is not None and not isinstance(params, dict):
+            return _error(
+                request_id, INVALID_PARAMS, "Invalid params: params must be an object", 400
+            )
+        headers = request.headers
+        if _is_modern(headers, method, params):
+            return await self._modern(request, body, method, params or {}, principal)
+        return await self._legacy(request, body, method, params or {}, principal)
+
+    async def delete(self, request: Request) -> Response:
+        principal = _principal(request)
+        session_id = request.headers.get(SESSION_HEADER)
+        if not session_id:
+            return _error(
+                None, INVALID_REQUEST, "Bad Request: Mcp-Session-Id header is required", 400
+            )
+        if not self.sessions.end(session_id, principal.subject):
+            return _error(None, INVALID_REQUEST, "Session not found", 404)
+        return Response(status_code=204)
+
+    async def get(self, request: Request) -> Response:
+        return Response(
+            status_code=405,
+            headers={"Allow": "POST, DELETE"},
+            content=b"",
+        )
+
+    # -- eras -----------------------------------------------------------------------------
+
+    async def _legacy(
+        self,
+        request: Request,
+        body: Mapping[str, Any],
+        method: str,
+        params: Mapping[str, Any],
+        principal: Principal,
+    ) -> Response:
+        request_id = body.get("id")
+        is_notification = "id" not in body
+        if method == "initialize":
+            if is_notification:
+                return _error(None, INVALID_REQUEST, "initialize must be a request", 400)
+            requested = params.get("protocolVersion")
+            if not isinstance(requested, str):
+                return _error(
+                    request_id, INVALID_PARAMS, "Invalid params: protocolVersion is required", 200
+                )
+            version = (
+                requested if requested in HANDSHAKE_PROTOCOL_VERSIONS else LATEST_HANDSHAKE_VERSION
+            )
+            session = self.sessions.create(version, principal.subject)
+            result = {
+                "protocolVersion": version,
+                "capabilities": _CAPABILITIES,
+                "serverInfo": _SERVER_INFO,
+                "instructions": _INSTRUCTIONS,
+            }
+            return _result(request_id, result, headers={"Mcp-Session-Id": session.id})
+        session_id = request.headers.get(SESSION_HEADER)
+        if not session_id:
+            return _error(
+                request_id, INVALID_REQUEST, "Bad Request: Mcp-Session-Id header is required", 400
+            )
+        if self.sessions.get(session_id, principal.subject) is None:
+            return _error(request_id, INVALID_REQUEST, "Session not found", 404)
+        header_version = request.headers.get(VERSION_HEADER)
+        if header_version is not None and header_version not in HANDSHAKE_PROTOCOL_VERSIONS:
+            return _error(
+                request_id,
+                INVALID_REQUEST,
+                f"Bad Request: unsupported MCP-Protocol-Version {header_version[:40]!r}",
+                400,
+            )
+        if is_notification:
+            return Response(status_code=202)
+        try:
+            result = await self._dispatch(method, params, principal, modern=False)
+        except RpcError as exc:
+            return _error(request_id, exc.code, exc.message, 200, exc.data)
+        return _result(request_id, result)
+
+    async def _modern(
+        self,
+        request: Request,
+        body: Mapping[str, Any],
+        method: str,
+        params: Mapping[str, Any],
+        principal: Principal,
+    ) -> Response:
+        request_id = body.get("id")
+        verdict = classify_inbound_request(
+            body,
+            headers={k: v for k, v in request.headers.items()},
+            supported_modern_versions=MODERN_PROTOCOL_VERSIONS,
+        )
+        if isinstance(verdict, InboundLadderRejection):
+            status = ERROR_CODE_HTTP_STATUS.get(verdict.code, 400)
+            return _error(request_id, verdict.code, verdict.message, status, verdict.data)
+        if "id" not in body:
+            return Response(status_code=202)
+        try:
+            if method == "server/discover":
+                result: dict[str, Any] = {
+                    "supportedVersions": list(MODERN_PROTOCOL_VERSIONS),
+                    "capabilities": _CAPABILITIES,
+                    "instructions": _INSTRUCTIONS,
+                    "ttlMs": 0,
+                    "cacheScope": "private",
+                }
+            else:
+                result = await self._dispatch(method, params, principal, modern=True)
+        except RpcError as exc:
+            status = ERROR_CODE_HTTP_STATUS.get(exc.code, 200)
+            return _error(request_id, exc.code, exc.message, status, exc.data)
+        result["resultType"] = "complete"
+        meta = result.get("_meta")
+        result["_meta"] = {
+            **(meta if isinstance(meta, dict) else {}),
+            mcp_types.SERVER_INFO_META_KEY: _SERVER_INFO,
+        }
+        return _result(request_id, result)
+
+    # -- methods --------------------------------------------------------------------------
+
+    async def _dispatch(
+        self, method: str, params: Mapping[str, Any], principal: Principal, *, modern: bool
+    ) -> dict[str, Any]:
+        if method == "ping" and not modern:
+            return {}
+        if method == "tools/list":
+            result: dict[str, Any] = {"tools": self.tool_definitions(principal.role)}
+            if modern:
+                result.update(ttlMs=0, cacheScope="private")
+            return result
+        if method == "tools/call":
+            return await self.call_tool(params, principal, modern=modern)
+        raise RpcError(METHOD_NOT_FOUND, f"Method not found: {method[:100]}")
+
+    def tool_definitions(self, role: Role) -> list[dict[str, Any]]:
+        tools = [t.definition() for t in LOCAL_TOOLS if role >= t.role]
+        if role >= PROXIED_TOOL_ROLE:
+            for name, proxied in self.manager.tools().items():
+                definition = proxied.tool.model_dump(by_alias=True, exclude_none=True, mode="json")
+                definition["name"] = name
+                tools.append(definition)
+        return tools
+
+    async def call_tool(
+        self, params: Mapping[str, Any], principal: Principal, *, modern: bool
+    ) -> dict[str, Any]:
+        name = params.get("name")
+        if not isinstance(name, str) or not name:
+            raise RpcError(INVALID_PARAMS, "Invalid params: name is required")
+        arguments = params.get("arguments", {})
+        if arguments is None:
+            arguments = {}
+        if not isinstance(arguments, dict):
+            raise RpcError(INVALID_PARAMS, "Invalid params: arguments must be an object")
+        local = LOCAL_BY_NAME.get(name)
+        if local is not None:
+            if principal.role < local.role:
+                raise RpcError(INVALID_PARAMS, f"Unknown tool: {name}")
+            return await self._call_local(local, arguments, principal)
+        if principal.role < PROXIED_TOOL_ROLE:
+            raise RpcError(INVALID_PARAMS, f"Unknown tool: {name[:200]}")
+        try:
+            result = await self.manager.call(name, arguments, actor=principal.subject)
+        except KeyError:
+            raise RpcError(INVALID_PARAMS, f"Unknown tool: {name[:200]}") from None
+        except ServerUnavailable as exc:
+            return _tool_error(str(exc))
+        except MCPError as exc:
+            raise RpcError(exc.code, exc.message, exc.error.data) from None
+        dumped: dict[str, Any] = result.model_dump(by_alias=True, exclude_none=True, mode="json")
+        dumped.pop("resultType", None)
+        return dumped
+
+    async def _call_local(
+        self, tool: Any, arguments: Mapping[str, Any], principal: Principal
+    ) -> dict[str, Any]:
+        try:
+            jsonschema.validate(arguments, tool.input_schema)
+        except jsonschema.ValidationError as exc:
+            where = ".".join(str(p) for p in exc.absolute_path) or "arguments"
+            return _tool_error(f"invalid arguments: {where}: {exc.message}")
+        outcome = "error"
+        try:
+            value = await tool.handler(self.runtime, arguments, principal.subject)
+            outcome = "ok"
+        except ToolFailure as exc:
+            outcome = "tool_error"
+            return _tool_error(str(exc))
+        finally:
+            await self.runtime.audit.record(
+                "mcp_tool_call",
+                details={"server": SERVER_NAME, "tool": tool.name, "actor": principal.subject},
+                outcome=outcome,
+            )
+        text = json.dumps(value, ensure_ascii=False, default=str)
+        return {
+            "content": [{"type": "text", "text": text}],
+            "structuredContent": value,
+            "isError": False,
+        }
+
+
+def _principal(request: Request) -> Principal:
+    principal = principal_of(request)
+    if principal is None:  # pragma: no cover - the route is never public
+        raise ApiError(401, "a credential is required")
+    return principal
+
+
+def _is_modern(headers: Mapping[str, str], method: str, params: Any) -> bool:
+    if method == "server/discover":
+        return True
+    if method == "initialize" or SESSION_HEADER in headers:
+        return False
+    version = headers.get(VERSION_HEADER)
+    if version is not None:
+        return version not in HANDSHAKE_PROTOCOL_VERSIONS
+    meta = params.get("_meta") if isinstance(params, dict) else None
+    return isinstance(meta, dict) and mcp_types.PROTOCOL_VERSION_META_KEY in meta
+
+
+def _tool_error(message: str) -> dict[str, Any]:
+    return {"content": [{"type": "text", "text": message}], "isError": True}
+
+
+def _result(
+    request_id: Any, result: Mapping[str, Any], headers: Mapping[str, str] | None = None
+) -> Response:
+    return JSONResponse({"jsonrpc": "2.0", "id": request_id, "result": result}, headers=headers)
+
+
+def _error(request_id: Any, code: int, message: str, status: int, data: Any = None) -> Response:
+    error: dict[str, Any] = {"code": code, "message": message}
+    if data is not None:
+        error["data"] = data
+    body: dict[str, Any] = {"jsonrpc": "2.0", "error": error}
+    body["id"] = (
+        request_id
+        if isinstance(request_id, str | int) and not isinstance(request_id, bool)
+        else None
+    )
+    return JSONResponse(body, status_code=status)
