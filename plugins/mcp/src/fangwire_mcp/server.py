@@ -53,7 +53,13 @@ from fangwire.http.context import principal_of
 from fangwire.http.errors import ApiError
 from fangwire.http.jsonbody import json_depth_exceeds
 from fangwire_mcp.connection import ServerUnavailable
-from fangwire_mcp.tools import LOCAL_BY_NAME, LOCAL_TOOLS, PROXIED_TOOL_ROLE, ToolFailure
+from fangwire_mcp.tools import (
+    LOCAL_TOOLS,
+    PROXIED_TOOL_ROLE,
+    LocalTool,
+    RawResult,
+    ToolFailure,
+)
 
 if TYPE_CHECKING:
     from fangwire.runtime import Runtime
@@ -148,6 +154,13 @@ class McpServer:
         self.runtime = runtime
         self.manager = manager
         self.sessions = Sessions()
+        self.local_tools: dict[str, LocalTool] = {tool.name: tool for tool in LOCAL_TOOLS}
+
+    def add_tool(self, tool: LocalTool) -> None:
+        """Offer one more local tool (plugins call this from their ``startup`` hook)."""
+        if tool.name in self.local_tools:
+            raise ValueError(f"an MCP tool named {tool.name!r} is already offered")
+        self.local_tools[tool.name] = tool
 
     # -- HTTP -----------------------------------------------------------------------------
 
@@ -327,7 +340,7 @@ class McpServer:
         raise RpcError(METHOD_NOT_FOUND, f"Method not found: {method[:100]}")
 
     def tool_definitions(self, role: Role) -> list[dict[str, Any]]:
-        tools = [t.definition() for t in LOCAL_TOOLS if role >= t.role]
+        tools = [t.definition() for t in self.local_tools.values() if role >= t.role]
         if role >= PROXIED_TOOL_ROLE:
             for name, proxied in self.manager.tools().items():
                 definition = proxied.tool.model_dump(by_alias=True, exclude_none=True, mode="json")
@@ -346,7 +359,7 @@ class McpServer:
             arguments = {}
         if not isinstance(arguments, dict):
             raise RpcError(INVALID_PARAMS, "Invalid params: arguments must be an object")
-        local = LOCAL_BY_NAME.get(name)
+        local = self.local_tools.get(name)
         if local is not None:
             if principal.role < local.role:
                 raise RpcError(INVALID_PARAMS, f"Unknown tool: {name}")
@@ -366,7 +379,7 @@ class McpServer:
         return dumped
 
     async def _call_local(
-        self, tool: Any, arguments: Mapping[str, Any], principal: Principal
+        self, tool: LocalTool, arguments: Mapping[str, Any], principal: Principal
     ) -> dict[str, Any]:
         try:
             jsonschema.validate(arguments, tool.input_schema)
@@ -386,6 +399,8 @@ class McpServer:
                 details={"server": SERVER_NAME, "tool": tool.name, "actor": principal.subject},
                 outcome=outcome,
             )
+        if isinstance(value, RawResult):
+            return {"content": [dict(block) for block in value.content], "isError": value.is_error}
         text = json.dumps(value, ensure_ascii=False, default=str)
         return {
             "content": [{"type": "text", "text": text}],

@@ -29,6 +29,17 @@ class ToolFailure(Exception):
 
 
 @attrs.frozen
+class RawResult:
+    """A handler's result given as MCP content blocks (text, image, audio, resource).
+
+    Other return values are sent as JSON text plus ``structuredContent``.
+    """
+
+    content: tuple[Mapping[str, Any], ...]
+    is_error: bool = False
+
+
+@attrs.frozen
 class LocalTool:
     name: str
     description: str

@@ -1,0 +1,135 @@
+"""A test-only plugin: the fixture tools the official MCP conformance suite calls.
+
+Registered on a test's plugin manager; its ``startup`` hook adds the tools to ``/mcp``.
+"""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+from fangwire.auth import Role
+from fangwire.hookspecs import hookimpl
+from fangwire_mcp.plugin import server_of
+from fangwire_mcp.tools import LocalTool, RawResult
+
+if TYPE_CHECKING:
+    from fangwire.runtime import Runtime
+
+# A 1x1 red PNG and a 1-sample WAV, made here rather than shipped.
+PNG = base64.b64encode(
+    bytes.fromhex(
+        "89504e470d0a1a0a0000000d4948445200000001000000010802000000907753de"
+        "0000000c4944415408d763f8cfc0000003010100c9fe92ef0000000049454e44ae426082"
+    )
+).decode()
+WAV = base64.b64encode(
+    b"RIFF" + (38).to_bytes(4, "little") + b"WAVEfmt " + (16).to_bytes(4, "little")
+    + (1).to_bytes(2, "little") + (1).to_bytes(2, "little") + (8000).to_bytes(4, "little")
+    + (16000).to_bytes(4, "little") + (2).to_bytes(2, "little") + (16).to_bytes(2, "little")
+    + b"data" + (2).to_bytes(4, "little") + b"\x00\x00"
+).decode()  # fmt: skip
+
+NO_ARGS: Mapping[str, Any] = {"type": "object", "properties": {}}
+
+
+def _fixed(*blocks: Mapping[str, Any], is_error: bool = False) -> Any:
+    async def handler(runtime: Runtime, args: Mapping[str, Any], actor: str) -> RawResult:
+        return RawResult(content=blocks, is_error=is_error)
+
+    return handler
+
+
+FIXTURES = (
+    LocalTool(
+        "test_simple_text",
+        "Returns a simple text response.",
+        NO_ARGS,
+        Role.VIEWER,
+        _fixed({"type": "text", "text": "This is a simple text response for testing."}),
+    ),
+    LocalTool(
+        "test_image_content",
+        "Returns a 1x1 PNG.",
+        NO_ARGS,
+        Role.VIEWER,
+        _fixed({"type": "image", "data": PNG, "mimeType": "image/png"}),
+    ),
+    LocalTool(
+        "test_audio_content",
+        "Returns a tiny WAV.",
+        NO_ARGS,
+        Role.VIEWER,
+        _fixed({"type": "audio", "data": WAV, "mimeType": "audio/wav"}),
+    ),
+    LocalTool(
+        "test_embedded_resource",
+        "Returns an embedded text resource.",
+        NO_ARGS,
+        Role.VIEWER,
+        _fixed(
+            {
+                "type": "resource",
+                "resource": {
+                    "uri": "test://embedded-resource",
+                    "mimeType": "text/plain",
+                    "text": "This is an embedded resource content.",
+                },
+            }
+        ),
+    ),
+    LocalTool(
+        "test_multiple_content_types",
+        "Returns text, an image and a resource.",
+        NO_ARGS,
+        Role.VIEWER,
+        _fixed(
+            {"type": "text", "text": "Multiple content types test:"},
+            {"type": "image", "data": PNG, "mimeType": "image/png"},
+            {
+                "type": "resource",
+                "resource": {
+                    "uri": "test://mixed-content-resource",
+                    "mimeType": "application/json",
+                    "text": '{"test":"data","value":123}',
+                },
+            },
+        ),
+    ),
+    LocalTool(
+        "test_error_handling",
+        "Always fails.",
+        NO_ARGS,
+        Role.VIEWER,
+        _fixed(
+            {"type": "text", "text": "This tool intentionally returns an error for testing"},
+            is_error=True,
+        ),
+    ),
+    LocalTool(
+        "json_schema_2020_12_tool",
+        "Tool with JSON Schema 2020-12 features",
+        {
+            "$schema": "https://json-schema.org/draft/2020-12/schema",
+            "type": "object",
+            "$defs": {
+                "address": {
+                    "type": "object",
+                    "properties": {"street": {"type": "string"}, "city": {"type": "string"}},
+                }
+            },
+            "properties": {"name": {"type": "string"}, "address": {"$ref": "#/$defs/address"}},
+            "additionalProperties": False,
+        },
+        Role.VIEWER,
+        _fixed({"type": "text", "text": "ok"}),
+    ),
+)
+
+
+@hookimpl
+def startup(runtime: Runtime) -> None:
+    server = server_of(runtime)
+    for tool in FIXTURES:
+        server.add_tool(tool)
