@@ -30,6 +30,7 @@ from anyio.streams.buffered import BufferedByteReceiveStream
 from mcp.client._transport import TransportStreams
 
 from fangwire.hookspecs import hookimpl
+from fangwire_mcp import sandbox
 from fangwire_mcp.client_transport import ClientTransport
 from fangwire_mcp.spec import ServerSpec
 from fangwire_mcp.streams import message_streams
@@ -218,8 +219,13 @@ class StdioTransport(ClientTransport):
 
         ``lost`` is set as soon as the process exits.
         """
-        args = expand_args(spec.args, build_environment(env, self.runtime.environ))
-        connecting = self.connect(spec.command, args, env=env, name=spec.name)
+        child_env = build_environment(env, self.runtime.environ)
+        command, args = spec.command, expand_args(spec.args, child_env)
+        bwrap, writable = self._bubblewrap()
+        if bwrap is not None:
+            args = sandbox.wrap(bwrap, command, args, home=child_env.get("HOME"), writable=writable)
+            command, args = args[0], args[1:]
+        connecting = self.connect(command, args, env=env, name=spec.name)
         async with connecting as conn, anyio.create_task_group() as tg:
 
             async def watch() -> None:
@@ -232,6 +238,20 @@ class StdioTransport(ClientTransport):
                     yield streams
             finally:
                 tg.cancel_scope.cancel()
+
+    def _bubblewrap(self) -> tuple[str | None, tuple[str, ...]]:
+        """The ``bwrap`` to run servers under (``None``: none) and the extra writable paths."""
+        mcp = self.runtime.config.mcp
+        mode, writable = sandbox.settings(mcp if isinstance(mcp, Mapping) else {})
+        if mode == "off":
+            return None, writable
+        found = sandbox.usable_bwrap(self.runtime.environ.get("PATH", os.defpath))
+        if found is None and mode == "on":
+            raise sandbox.SandboxUnavailable(
+                'bubblewrap is required ([mcp] bubblewrap = "on") but bwrap is not installed '
+                "or cannot create namespaces here"
+            )
+        return found, writable
 
     @property
     def open_connections(self) -> int:
@@ -249,10 +269,17 @@ class StdioTransport(ClientTransport):
                 "process_group": "own session, killed as a group",
                 "core_dumps": "disabled",
                 "max_open_files": MAX_OPEN_FILES,
-                "bubblewrap": False,
+                "bubblewrap": self._bubblewrap_state(),
                 "running": len(self._open),
             },
         )
+
+    def _bubblewrap_state(self) -> str:
+        try:
+            bwrap, _ = self._bubblewrap()
+        except (ValueError, sandbox.SandboxUnavailable) as exc:
+            return f"error: {exc}"
+        return "in use" if bwrap is not None else "off"
 
     async def stop(self) -> None:
         self.runtime.security.unregister("subprocess_sandbox")

@@ -27,5 +27,16 @@ def add(a: int, b: int) -> int:
     return a + b
 
 
+@server.tool()
+def sandbox_probe(directory: str) -> dict[str, object]:
+    """Report this process's pid and whether it may create a file in ``directory``."""
+    try:
+        Path(directory, f"probe-{os.getpid()}").write_text("x")
+        writable = True
+    except OSError:
+        writable = False
+    return {"pid": os.getpid(), "writable": writable}
+
+
 if __name__ == "__main__":
     server.run("stdio")
