@@ -22,7 +22,7 @@ import math
 import random
 from collections.abc import Awaitable, Callable, Mapping
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import anyio
 import mcp_types
@@ -41,6 +41,14 @@ BACKOFF_CAP = 60.0
 MAX_TOOL_PAGES = 50
 
 Credentials = Callable[[ServerSpec], Awaitable[tuple[dict[str, str], dict[str, str]]]]
+
+
+class Approvals(Protocol):
+    """Where approved tool fingerprints are kept (they survive restarts)."""
+
+    async def load(self, server: str) -> dict[str, str] | None: ...
+
+    async def save(self, server: str, prints: Mapping[str, str]) -> None: ...
 
 
 class ServerUnavailable(Exception):
@@ -70,11 +78,16 @@ class ServerConnection:
     """The live state of one configured server."""
 
     def __init__(
-        self, spec: ServerSpec, transport: ClientTransport | None, credentials: Credentials
+        self,
+        spec: ServerSpec,
+        transport: ClientTransport | None,
+        credentials: Credentials,
+        approvals: Approvals | None = None,
     ) -> None:
         self.spec = spec
         self.transport = transport
         self._credentials = credentials
+        self._approvals = approvals
         self.status = "connecting" if spec.enabled else "disabled"
         self.tools: list[mcp_types.Tool] = []
         self.protocol_version: str | None = None
@@ -235,9 +248,10 @@ class ServerConnection:
                 )
                 async with client:
                     tools = await self._list_tools(client)
+                    await self._accept_tools(tools)
                     scope.deadline = math.inf
                     connected = True
-                    self._ready(client, tools, lost)
+                    self._ready(client, lost)
                     await self._monitor(client, lost)
         except Exception as exc:
             return _describe(exc)
@@ -247,31 +261,44 @@ class ServerConnection:
             return f"timed out connecting after {spec.timeout_secs} s"
         return None
 
-    def _ready(self, client: Client, tools: list[mcp_types.Tool], lost: anyio.Event) -> None:
+    def _ready(self, client: Client, lost: anyio.Event) -> None:
         self._client = client
         self._lost = lost
         self.protocol_version = client.protocol_version
         info = client.server_info
         self.server_info = info.model_dump(mode="json", exclude_none=True) if info else None
-        self._accept_tools(tools)
         self.status = "ready"
         self.generation += 1
         self.connected_since = self.last_ok = now_iso()
         self.consecutive_failures = 0
         log.info(
-            "MCP server %s ready (%s, %d tools)", self.spec.name, self.protocol_version, len(tools)
+            "MCP server %s ready (%s, %d tools)",
+            self.spec.name,
+            self.protocol_version,
+            len(self.tools),
         )
         self._settle()
 
-    def _accept_tools(self, tools: list[mcp_types.Tool]) -> None:
+    async def _accept_tools(self, tools: list[mcp_types.Tool]) -> None:
+        """Compare ``tools`` with the approved fingerprints; tools never seen before are
+        approved on sight, changed ones are flagged (and not offered, see the manager)."""
         prints = {tool.name: fingerprint(tool) for tool in tools}
+        if self.approved is None and self._approvals is not None and not self._reapprove:
+            self.approved = await self._approvals.load(self.spec.name)
         if self.approved is None or self._reapprove:
-            self.approved = prints
+            approved = dict(prints)
             self._reapprove = False
+        else:
+            approved = {
+                **{k: v for k, v in prints.items() if k not in self.approved},
+                **self.approved,
+            }
+        if approved != self.approved:
+            self.approved = approved
+            if self._approvals is not None:
+                await self._approvals.save(self.spec.name, approved)
         self.changed_tools = sorted(
-            name
-            for name, value in prints.items()
-            if name in self.approved and self.approved[name] != value
+            name for name, value in prints.items() if approved[name] != value
         )
         if self.changed_tools:
             log.warning(
@@ -304,7 +331,7 @@ class ServerConnection:
                     tools = await self._list_tools(client)
             except Exception as exc:
                 raise _Reconnect(f"health check failed: {_describe(exc)}") from None
-            self._accept_tools(tools)
+            await self._accept_tools(tools)
             self.last_ok = now_iso()
 
 

@@ -12,6 +12,7 @@ audit details name servers and tools, never arguments or credentials.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
@@ -20,6 +21,7 @@ import anyio
 import mcp_types
 from anyio.abc import TaskGroup
 
+from fangwire.store.core_migrations import kv_get, kv_set
 from fangwire_mcp.catalog import Catalog
 from fangwire_mcp.client_transport import ClientTransport
 from fangwire_mcp.connection import ServerConnection
@@ -40,6 +42,37 @@ class ServerExists(Exception):
 
 class UnknownServer(Exception):
     pass
+
+
+class ToolNotApproved(Exception):
+    """The tool's description or schema changed since an operator approved it."""
+
+
+class StoredApprovals:
+    """Approved tool fingerprints in the store's ``kv`` table, one JSON value per server."""
+
+    def __init__(self, runtime: Runtime) -> None:
+        self.runtime = runtime
+
+    @staticmethod
+    def key(server: str) -> str:
+        return f"mcp.approved_tools.{server}"
+
+    async def load(self, server: str) -> dict[str, str] | None:
+        raw = await kv_get(self.runtime.store, self.key(server))
+        if not raw:
+            return None
+        try:
+            value = json.loads(raw)
+        except ValueError:
+            return None
+        return {str(k): str(v) for k, v in value.items()} if isinstance(value, dict) else None
+
+    async def save(self, server: str, prints: Mapping[str, str]) -> None:
+        await kv_set(self.runtime.store, self.key(server), json.dumps(dict(prints)))
+
+    async def forget(self, server: str) -> None:
+        await self.runtime.store.execute("DELETE FROM kv WHERE key = ?", (self.key(server),))
 
 
 class ProxiedTool:
@@ -66,6 +99,7 @@ class McpManager:
         self._lock = anyio.Lock()
         self._index: dict[str, ProxiedTool] | None = None
         self._index_key: tuple[tuple[int, int, bool], ...] = ()
+        self.approvals = StoredApprovals(runtime)
 
     # -- lifecycle ----------------------------------------------------------------------------
 
@@ -132,7 +166,9 @@ class McpManager:
         return transport if isinstance(transport, ClientTransport) else None
 
     def _launch(self, spec: ServerSpec) -> ServerConnection:
-        connection = ServerConnection(spec, self._transport(spec), self._credentials)
+        connection = ServerConnection(
+            spec, self._transport(spec), self._credentials, self.approvals
+        )
         self.connections[spec.name] = connection
         self._index = None
         if self._tg is not None:
@@ -215,6 +251,7 @@ class McpManager:
             del self.connections[name]
             self._index = None
             await self._forget_credentials(spec)
+            await self.approvals.forget(name)
             await self._audit("mcp_server_remove", spec, actor, "ok")
             return spec
 
@@ -273,7 +310,11 @@ class McpManager:
     # -- tools --------------------------------------------------------------------------------
 
     def tools(self) -> dict[str, ProxiedTool]:
-        """Every connected server's tools by exposed name (first server wins a clash)."""
+        """Every connected server's tools by exposed name (first server wins a clash).
+
+        A tool whose description changed since it was approved is left out until an operator
+        reconnects its server.
+        """
         key = tuple((id(c), c.generation, c.connected) for c in self.connections.values())
         index = self._index
         if index is not None and key == self._index_key:
@@ -283,7 +324,10 @@ class McpManager:
             connection = self.connections[name]
             if not connection.connected:
                 continue
+            changed = set(connection.changed_tools)
             for tool in connection.tools:
+                if tool.name in changed:
+                    continue
                 exposed = tool_name(name, tool.name)
                 index.setdefault(exposed, ProxiedTool(exposed, connection, tool))
         self._index = index
@@ -296,12 +340,18 @@ class McpManager:
     async def call(
         self, exposed: str, arguments: Mapping[str, Any], *, actor: str
     ) -> mcp_types.CallToolResult:
-        """Call a proxied tool by its exposed name; ``KeyError`` if there is none."""
+        """Call a proxied tool by its exposed name; ``KeyError`` if there is none,
+        :class:`ToolNotApproved` if it changed since approval."""
         proxied = self.tools().get(exposed)
         if proxied is None:
             self._index = None
             proxied = self.tools().get(exposed)
         if proxied is None:
+            for connection in self.connections.values():
+                if any(
+                    tool_name(connection.spec.name, t) == exposed for t in connection.changed_tools
+                ):
+                    raise ToolNotApproved(exposed)
             raise KeyError(exposed)
         connection = proxied.connection
         outcome = "error"

@@ -53,6 +53,7 @@ from fangwire.http.context import principal_of
 from fangwire.http.errors import ApiError
 from fangwire.http.jsonbody import json_depth_exceeds
 from fangwire_mcp.connection import ServerUnavailable
+from fangwire_mcp.manager import McpManager, ToolNotApproved
 from fangwire_mcp.tools import (
     LOCAL_TOOLS,
     PROXIED_TOOL_ROLE,
@@ -63,7 +64,6 @@ from fangwire_mcp.tools import (
 
 if TYPE_CHECKING:
     from fangwire.runtime import Runtime
-    from fangwire_mcp.manager import McpManager
 
 log = logging.getLogger("fangwire.mcp.server")
 
@@ -370,6 +370,12 @@ class McpServer:
             result = await self.manager.call(name, arguments, actor=principal.subject)
         except KeyError:
             raise RpcError(INVALID_PARAMS, f"Unknown tool: {name[:200]}") from None
+        except ToolNotApproved:
+            raise RpcError(
+                INVALID_PARAMS,
+                f"Tool {name[:200]} changed its description since it was approved; "
+                "an operator must reconnect its server to approve it",
+            ) from None
         except ServerUnavailable as exc:
             return _tool_error(str(exc))
         except MCPError as exc:
