@@ -280,3 +280,22 @@ async def test_tools_are_filtered_by_role(base_url: str, mcp_runtime: Runtime) -
         owner = Principal(subject="boss", role=Role.OWNER, provider="test")
         verified = await server.call_tool({"name": "fangwire_verify_audit"}, owner, modern=False)
         assert verified["structuredContent"]["status"] == "valid"
+
+
+@pytest.mark.anyio
+async def test_credentials_are_required(make_runtime: Any, tmp_path: Any) -> None:
+    runtime = make_runtime('api_key = "mcp-key-0123456789abcdef"\n')
+    async with live_server(create_app(runtime)) as url, httpx.AsyncClient() as http:
+        with anyio.fail_after(TIMEOUT):
+            refused = await post(http, f"{url}/mcp", initialize())
+            assert refused.status_code == 401
+            assert refused.json()["error"]["code"] == -32000
+            assert refused.json()["error"]["data"]["code"] == "unauthorized"
+            headers = {"authorization": "Bearer mcp-key-0123456789abcdef"}
+            accepted = await post(http, f"{url}/mcp", initialize(), headers)
+            assert accepted.status_code == 200
+            too_big = await post(
+                http, f"{url}/mcp", b"[" + b" " * (2 * 1024 * 1024) + b"]", headers
+            )
+            assert too_big.status_code == 413
+            assert too_big.json()["jsonrpc"] == "2.0"

@@ -60,7 +60,12 @@ class McpTransport(Transport):
         self.manager: McpManager | None = None
 
     def routes(self) -> Sequence[RouteSpec]:
-        protocol: dict[str, Any] = {"api": False, "body": "protocol", "tags": ("mcp",)}
+        protocol: dict[str, Any] = {
+            "api": False,
+            "body": "protocol",
+            "errors": "jsonrpc",
+            "tags": ("mcp",),
+        }
         return [
             *api.routes(),
             RouteSpec(
