@@ -9,10 +9,12 @@ import base64
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
+import anyio
+
 from fangwire.auth import Role
 from fangwire.hookspecs import hookimpl
 from fangwire_mcp.plugin import server_of
-from fangwire_mcp.tools import LocalTool, RawResult
+from fangwire_mcp.tools import LocalTool, RawResult, ToolContext
 
 if TYPE_CHECKING:
     from fangwire.runtime import Runtime
@@ -35,10 +37,27 @@ NO_ARGS: Mapping[str, Any] = {"type": "object", "properties": {}}
 
 
 def _fixed(*blocks: Mapping[str, Any], is_error: bool = False) -> Any:
-    async def handler(runtime: Runtime, args: Mapping[str, Any], actor: str) -> RawResult:
+    async def handler(runtime: Runtime, args: Mapping[str, Any], ctx: ToolContext) -> RawResult:
         return RawResult(content=blocks, is_error=is_error)
 
     return handler
+
+
+async def _with_logging(runtime: Runtime, args: Mapping[str, Any], ctx: ToolContext) -> Any:
+    await ctx.log("info", "Tool execution started")
+    await anyio.sleep(0.05)
+    await ctx.log("info", "Tool processing data")
+    await anyio.sleep(0.05)
+    await ctx.log("info", "Tool execution completed")
+    return RawResult(content=({"type": "text", "text": "Logging completed"},))
+
+
+async def _with_progress(runtime: Runtime, args: Mapping[str, Any], ctx: ToolContext) -> Any:
+    for step in (0, 50, 100):
+        await ctx.progress(step, 100)
+        if step < 100:
+            await anyio.sleep(0.05)
+    return RawResult(content=({"type": "text", "text": "Progress completed"},))
 
 
 FIXTURES = (
@@ -106,6 +125,20 @@ FIXTURES = (
             {"type": "text", "text": "This tool intentionally returns an error for testing"},
             is_error=True,
         ),
+    ),
+    LocalTool(
+        "test_tool_with_logging",
+        "Sends three log notifications while it runs.",
+        NO_ARGS,
+        Role.VIEWER,
+        _with_logging,
+    ),
+    LocalTool(
+        "test_tool_with_progress",
+        "Reports progress 0, 50 and 100 of 100.",
+        NO_ARGS,
+        Role.VIEWER,
+        _with_progress,
     ),
     LocalTool(
         "json_schema_2020_12_tool",

@@ -299,3 +299,71 @@ async def test_credentials_are_required(make_runtime: Any, tmp_path: Any) -> Non
             )
             assert too_big.status_code == 413
             assert too_big.json()["jsonrpc"] == "2.0"
+
+
+@pytest.mark.anyio
+async def test_progress_of_a_proxied_tool_is_streamed(base_url: str) -> None:
+    seen: list[tuple[float, float | None]] = []
+
+    async def on_progress(progress: float, total: float | None, message: str | None) -> None:
+        seen.append((progress, total))
+
+    with anyio.fail_after(TIMEOUT):
+        async with httpx.AsyncClient() as http:
+            await add_everything(http, base_url)
+        async with Client(f"{base_url}/mcp", mode="legacy") as client:
+            result = await client.call_tool(
+                "mcp_everything_trigger_long_running_operation",
+                {"duration": 0.3, "steps": 3},
+                progress_callback=on_progress,
+            )
+    assert result.is_error is False
+    assert [p for p, _ in seen] == [1, 2, 3]
+    assert {t for _, t in seen} == {3}
+
+
+@pytest.mark.anyio
+async def test_log_notifications_follow_the_session_level(base_url: str) -> None:
+    url = f"{base_url}/mcp"
+    with anyio.fail_after(TIMEOUT):
+        async with httpx.AsyncClient() as http:
+            session = (await post(http, url, initialize())).headers["mcp-session-id"]
+            headers = {"mcp-session-id": session}
+            bad = await post(
+                http,
+                url,
+                {
+                    "jsonrpc": "2.0",
+                    "id": 2,
+                    "method": "logging/setLevel",
+                    "params": {"level": "loud"},
+                },
+                headers,
+            )
+            assert bad.json()["error"]["code"] == -32602
+            ok = await post(
+                http,
+                url,
+                {
+                    "jsonrpc": "2.0",
+                    "id": 3,
+                    "method": "logging/setLevel",
+                    "params": {"level": "info"},
+                },
+                headers,
+            )
+            assert ok.json()["result"] == {}
+            call = {
+                "jsonrpc": "2.0",
+                "id": 4,
+                "method": "tools/call",
+                "params": {"name": "fangwire_list_channels", "arguments": {}},
+            }
+            streamed = await post(http, url, call, headers)
+    assert streamed.headers["content-type"].startswith("text/event-stream")
+    events = [
+        json.loads(line[len("data: ") :])
+        for line in streamed.text.splitlines()
+        if line.startswith("data: ")
+    ]
+    assert events[-1]["id"] == 4 and events[-1]["result"]["isError"] is False

@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 import anyio
 import mcp_types
 from mcp import Client, MCPError
+from mcp.shared.dispatcher import ProgressFnT
 
 from fangwire import __version__
 from fangwire_mcp.spec import ServerSpec
@@ -160,7 +161,9 @@ class ServerConnection:
 
     # -- calls --------------------------------------------------------------------------------
 
-    async def call_tool(self, tool: str, arguments: Mapping[str, Any]) -> mcp_types.CallToolResult:
+    async def call_tool(
+        self, tool: str, arguments: Mapping[str, Any], *, progress: ProgressFnT | None = None
+    ) -> mcp_types.CallToolResult:
         """Call ``tool``; :class:`ServerUnavailable` if not connected or the link broke."""
         client, lost = self._client, self._lost
         if client is None or self.status != "ready":
@@ -168,7 +171,10 @@ class ServerConnection:
         self.calls += 1
         try:
             return await client.call_tool(
-                tool, dict(arguments), read_timeout_seconds=float(self.spec.timeout_secs)
+                tool,
+                dict(arguments),
+                read_timeout_seconds=float(self.spec.timeout_secs),
+                progress_callback=progress,
             )
         except MCPError as exc:
             if exc.code == mcp_types.CONNECTION_CLOSED and lost is not None:

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 import anyio
 import mcp_types
 from anyio.abc import TaskGroup
+from mcp.shared.dispatcher import ProgressFnT
 
 from fangwire.store.core_migrations import kv_get, kv_set
 from fangwire_mcp.catalog import Catalog
@@ -338,7 +339,12 @@ class McpManager:
         self._index = None
 
     async def call(
-        self, exposed: str, arguments: Mapping[str, Any], *, actor: str
+        self,
+        exposed: str,
+        arguments: Mapping[str, Any],
+        *,
+        actor: str,
+        progress: ProgressFnT | None = None,
     ) -> mcp_types.CallToolResult:
         """Call a proxied tool by its exposed name; ``KeyError`` if there is none,
         :class:`ToolNotApproved` if it changed since approval."""
@@ -356,16 +362,17 @@ class McpManager:
         connection = proxied.connection
         outcome = "error"
         try:
-            result = await connection.call_tool(proxied.tool.name, arguments)
+            result = await connection.call_tool(proxied.tool.name, arguments, progress=progress)
             outcome = "tool_error" if result.is_error else "ok"
             return result
         finally:
-            await self.runtime.audit.record(
-                "mcp_tool_call",
-                details={
-                    "server": connection.spec.name,
-                    "tool": proxied.tool.name,
-                    "actor": actor,
-                },
-                outcome=outcome,
-            )
+            with anyio.CancelScope(shield=True):
+                await self.runtime.audit.record(
+                    "mcp_tool_call",
+                    details={
+                        "server": connection.spec.name,
+                        "tool": proxied.tool.name,
+                        "actor": actor,
+                    },
+                    outcome=outcome,
+                )

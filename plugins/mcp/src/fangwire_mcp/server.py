@@ -27,9 +27,10 @@ import logging
 import secrets
 import time
 from collections import OrderedDict
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
 from typing import TYPE_CHECKING, Any
 
+import anyio
 import attrs
 import jsonschema  # type: ignore[import-untyped]
 import mcp_types
@@ -45,7 +46,7 @@ from mcp_types.version import (
     MODERN_PROTOCOL_VERSIONS,
 )
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import JSONResponse, Response, StreamingResponse
 
 from fangwire import __version__
 from fangwire.auth import Principal, Role
@@ -56,9 +57,11 @@ from fangwire_mcp.connection import ServerUnavailable
 from fangwire_mcp.manager import McpManager, ToolNotApproved
 from fangwire_mcp.tools import (
     LOCAL_TOOLS,
+    LOG_LEVELS,
     PROXIED_TOOL_ROLE,
     LocalTool,
     RawResult,
+    ToolContext,
     ToolFailure,
 )
 
@@ -80,7 +83,9 @@ INVALID_PARAMS = mcp_types.INVALID_PARAMS
 INTERNAL_ERROR = mcp_types.INTERNAL_ERROR
 
 _SERVER_INFO = {"name": SERVER_NAME, "title": "fangwire", "version": __version__}
-_CAPABILITIES = {"tools": {"listChanged": False}}
+_CAPABILITIES: dict[str, Any] = {"tools": {"listChanged": False}}
+#: The handshake era also has ``logging/setLevel`` (removed in 2026-07-28).
+_LEGACY_CAPABILITIES: dict[str, Any] = {**_CAPABILITIES, "logging": {}}
 _INSTRUCTIONS = (
     "fangwire connects AI agents to chat channels, other agents and MCP servers. "
     "Tools named mcp_<server>_<tool> are proxied to connected MCP servers."
@@ -101,6 +106,7 @@ class Session:
     version: str
     subject: str
     last_seen: float
+    log_level: str | None = None
 
 
 class Sessions:
@@ -251,20 +257,21 @@ class McpServer:
             version = (
                 requested if requested in HANDSHAKE_PROTOCOL_VERSIONS else LATEST_HANDSHAKE_VERSION
             )
-            session = self.sessions.create(version, principal.subject)
+            created = self.sessions.create(version, principal.subject)
             result = {
                 "protocolVersion": version,
-                "capabilities": _CAPABILITIES,
+                "capabilities": _LEGACY_CAPABILITIES,
                 "serverInfo": _SERVER_INFO,
                 "instructions": _INSTRUCTIONS,
             }
-            return _result(request_id, result, headers={"Mcp-Session-Id": session.id})
+            return _result(request_id, result, headers={"Mcp-Session-Id": created.id})
         session_id = request.headers.get(SESSION_HEADER)
         if not session_id:
             return _error(
                 request_id, INVALID_REQUEST, "Bad Request: Mcp-Session-Id header is required", 400
             )
-        if self.sessions.get(session_id, principal.subject) is None:
+        session = self.sessions.get(session_id, principal.subject)
+        if session is None:
             return _error(request_id, INVALID_REQUEST, "Session not found", 404)
         header_version = request.headers.get(VERSION_HEADER)
         if header_version is not None and header_version not in HANDSHAKE_PROTOCOL_VERSIONS:
@@ -276,11 +283,26 @@ class McpServer:
             )
         if is_notification:
             return Response(status_code=202)
-        try:
-            result = await self._dispatch(method, params, principal, modern=False)
-        except RpcError as exc:
-            return _error(request_id, exc.code, exc.message, 200, exc.data)
-        return _result(request_id, result)
+        if method == "logging/setLevel":
+            level = params.get("level")
+            if level not in LOG_LEVELS:
+                return _error(
+                    request_id,
+                    INVALID_PARAMS,
+                    f"Invalid params: level must be one of {LOG_LEVELS}",
+                    200,
+                )
+            session.log_level = level
+            return _result(request_id, {})
+        return await self._respond(
+            request,
+            request_id,
+            method,
+            params,
+            principal,
+            modern=False,
+            log_level=session.log_level,
+        )
 
     async def _modern(
         self,
@@ -301,32 +323,110 @@ class McpServer:
             return _error(request_id, verdict.code, verdict.message, status, verdict.data)
         if "id" not in body:
             return Response(status_code=202)
-        try:
-            if method == "server/discover":
-                result: dict[str, Any] = {
-                    "supportedVersions": list(MODERN_PROTOCOL_VERSIONS),
-                    "capabilities": _CAPABILITIES,
-                    "instructions": _INSTRUCTIONS,
-                    "ttlMs": 0,
-                    "cacheScope": "private",
-                }
-            else:
-                result = await self._dispatch(method, params, principal, modern=True)
-        except RpcError as exc:
-            status = ERROR_CODE_HTTP_STATUS.get(exc.code, 200)
-            return _error(request_id, exc.code, exc.message, status, exc.data)
-        result["resultType"] = "complete"
-        meta = result.get("_meta")
-        result["_meta"] = {
-            **(meta if isinstance(meta, dict) else {}),
-            mcp_types.SERVER_INFO_META_KEY: _SERVER_INFO,
-        }
-        return _result(request_id, result)
+        if method == "server/discover":
+            result: dict[str, Any] = {
+                "supportedVersions": list(MODERN_PROTOCOL_VERSIONS),
+                "capabilities": _CAPABILITIES,
+                "instructions": _INSTRUCTIONS,
+                "ttlMs": 0,
+                "cacheScope": "private",
+            }
+            return _result(request_id, _modern_result(result))
+        meta = params.get("_meta")
+        level = meta.get(mcp_types.LOG_LEVEL_META_KEY) if isinstance(meta, dict) else None
+        return await self._respond(
+            request,
+            request_id,
+            method,
+            params,
+            principal,
+            modern=True,
+            log_level=level if level in LOG_LEVELS else None,
+        )
+
+    async def _respond(
+        self,
+        request: Request,
+        request_id: Any,
+        method: str,
+        params: Mapping[str, Any],
+        principal: Principal,
+        *,
+        modern: bool,
+        log_level: str | None,
+    ) -> Response:
+        """Run one request; the answer is JSON, or an event stream when the caller asked
+        for notifications (a progress token or a log level) and accepts one."""
+        meta = params.get("_meta")
+        token = meta.get("progressToken") if isinstance(meta, dict) else None
+        if isinstance(token, bool) or not isinstance(token, str | int):
+            token = None
+        accepts_stream = "text/event-stream" in request.headers.get("accept", "")
+        streaming = (
+            method == "tools/call"
+            and accepts_stream
+            and (token is not None or log_level is not None)
+        )
+        if not streaming:
+            context = ToolContext(principal.subject)
+            try:
+                result = await self._dispatch(method, params, principal, context, modern=modern)
+            except RpcError as exc:
+                status = ERROR_CODE_HTTP_STATUS.get(exc.code, 200) if modern else 200
+                return _error(request_id, exc.code, exc.message, status, exc.data)
+            return _result(request_id, _modern_result(result) if modern else result)
+        return StreamingResponse(
+            self._stream(request_id, method, params, principal, modern, token, log_level),
+            media_type="text/event-stream",
+            headers={"X-Accel-Buffering": "no", "Cache-Control": "no-store"},
+        )
+
+    async def _stream(
+        self,
+        request_id: Any,
+        method: str,
+        params: Mapping[str, Any],
+        principal: Principal,
+        modern: bool,
+        token: str | int | None,
+        log_level: str | None,
+    ) -> AsyncIterator[bytes]:
+        """Notifications as they come, then the response; closing the stream cancels."""
+        send, receive = anyio.create_memory_object_stream[dict[str, Any]](32)
+
+        async def notify(message: Mapping[str, Any]) -> None:
+            await send.send({"jsonrpc": "2.0", **message})
+
+        async def run() -> None:
+            async with send:
+                context = ToolContext(
+                    principal.subject, notify=notify, progress_token=token, log_level=log_level
+                )
+                try:
+                    result = await self._dispatch(method, params, principal, context, modern=modern)
+                except RpcError as exc:
+                    await send.send(_error_body(request_id, exc.code, exc.message, exc.data))
+                    return
+                final = _modern_result(result) if modern else result
+                await send.send({"jsonrpc": "2.0", "id": request_id, "result": final})
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(run)
+            async with receive:
+                async for message in receive:
+                    data = json.dumps(message, separators=(",", ":"), ensure_ascii=False)
+                    yield f"event: message\ndata: {data}\n\n".encode()
 
     # -- methods --------------------------------------------------------------------------
 
     async def _dispatch(
-        self, method: str, params: Mapping[str, Any], principal: Principal, *, modern: bool
+        self,
+        method: str,
+        params: Mapping[str, Any],
+        principal: Principal,
+        context: ToolContext,
+        *,
+        modern: bool,
     ) -> dict[str, Any]:
         if method == "ping" and not modern:
             return {}
@@ -336,7 +436,7 @@ class McpServer:
                 result.update(ttlMs=0, cacheScope="private")
             return result
         if method == "tools/call":
-            return await self.call_tool(params, principal, modern=modern)
+            return await self.call_tool(params, principal, modern=modern, context=context)
         raise RpcError(METHOD_NOT_FOUND, f"Method not found: {method[:100]}")
 
     def tool_definitions(self, role: Role) -> list[dict[str, Any]]:
@@ -349,8 +449,15 @@ class McpServer:
         return tools
 
     async def call_tool(
-        self, params: Mapping[str, Any], principal: Principal, *, modern: bool
+        self,
+        params: Mapping[str, Any],
+        principal: Principal,
+        *,
+        modern: bool,
+        context: ToolContext | None = None,
     ) -> dict[str, Any]:
+        """Run a tool for ``principal``; :class:`RpcError` for protocol errors."""
+        context = context if context is not None else ToolContext(principal.subject)
         name = params.get("name")
         if not isinstance(name, str) or not name:
             raise RpcError(INVALID_PARAMS, "Invalid params: name is required")
@@ -363,11 +470,14 @@ class McpServer:
         if local is not None:
             if principal.role < local.role:
                 raise RpcError(INVALID_PARAMS, f"Unknown tool: {name}")
-            return await self._call_local(local, arguments, principal)
+            return await self._call_local(local, arguments, principal, context)
         if principal.role < PROXIED_TOOL_ROLE:
             raise RpcError(INVALID_PARAMS, f"Unknown tool: {name[:200]}")
         try:
-            result = await self.manager.call(name, arguments, actor=principal.subject)
+            progress = context.progress if context.wants_progress else None
+            result = await self.manager.call(
+                name, arguments, actor=principal.subject, progress=progress
+            )
         except KeyError:
             raise RpcError(INVALID_PARAMS, f"Unknown tool: {name[:200]}") from None
         except ToolNotApproved:
@@ -385,7 +495,11 @@ class McpServer:
         return dumped
 
     async def _call_local(
-        self, tool: LocalTool, arguments: Mapping[str, Any], principal: Principal
+        self,
+        tool: LocalTool,
+        arguments: Mapping[str, Any],
+        principal: Principal,
+        context: ToolContext,
     ) -> dict[str, Any]:
         try:
             jsonschema.validate(arguments, tool.input_schema)
@@ -394,17 +508,18 @@ class McpServer:
             return _tool_error(f"invalid arguments: {where}: {exc.message}")
         outcome = "error"
         try:
-            value = await tool.handler(self.runtime, arguments, principal.subject)
+            value = await tool.handler(self.runtime, arguments, context)
             outcome = "ok"
         except ToolFailure as exc:
             outcome = "tool_error"
             return _tool_error(str(exc))
         finally:
-            await self.runtime.audit.record(
-                "mcp_tool_call",
-                details={"server": SERVER_NAME, "tool": tool.name, "actor": principal.subject},
-                outcome=outcome,
-            )
+            with anyio.CancelScope(shield=True):
+                await self.runtime.audit.record(
+                    "mcp_tool_call",
+                    details={"server": SERVER_NAME, "tool": tool.name, "actor": principal.subject},
+                    outcome=outcome,
+                )
         if isinstance(value, RawResult):
             return {"content": [dict(block) for block in value.content], "isError": value.is_error}
         text = json.dumps(value, ensure_ascii=False, default=str)
@@ -444,14 +559,24 @@ def _result(
     return JSONResponse({"jsonrpc": "2.0", "id": request_id, "result": result}, headers=headers)
 
 
-def _error(request_id: Any, code: int, message: str, status: int, data: Any = None) -> Response:
+def _error_body(request_id: Any, code: int, message: str, data: Any = None) -> dict[str, Any]:
     error: dict[str, Any] = {"code": code, "message": message}
     if data is not None:
         error["data"] = data
-    body: dict[str, Any] = {"jsonrpc": "2.0", "error": error}
-    body["id"] = (
-        request_id
-        if isinstance(request_id, str | int) and not isinstance(request_id, bool)
-        else None
-    )
-    return JSONResponse(body, status_code=status)
+    valid = isinstance(request_id, str | int) and not isinstance(request_id, bool)
+    return {"jsonrpc": "2.0", "id": request_id if valid else None, "error": error}
+
+
+def _error(request_id: Any, code: int, message: str, status: int, data: Any = None) -> Response:
+    return JSONResponse(_error_body(request_id, code, message, data), status_code=status)
+
+
+def _modern_result(result: dict[str, Any]) -> dict[str, Any]:
+    """A 2026-07-28 result: ``resultType`` and the server info in ``_meta``."""
+    result["resultType"] = "complete"
+    meta = result.get("_meta")
+    result["_meta"] = {
+        **(meta if isinstance(meta, dict) else {}),
+        mcp_types.SERVER_INFO_META_KEY: _SERVER_INFO,
+    }
+    return result

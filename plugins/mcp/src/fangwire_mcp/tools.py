@@ -20,8 +20,67 @@ from fangwire.channels import ChannelError, OutboundMessage
 if TYPE_CHECKING:
     from fangwire.runtime import Runtime
 
-Handler = Callable[["Runtime", Mapping[str, Any], str], Awaitable[Any]]
+Handler = Callable[["Runtime", Mapping[str, Any], "ToolContext"], Awaitable[Any]]
+Notify = Callable[[Mapping[str, Any]], Awaitable[None]]
 MAX_TEXT_CHARS = 100_000
+
+#: MCP log levels, least severe first.
+LOG_LEVELS: tuple[str, ...] = (
+    "debug",
+    "info",
+    "notice",
+    "warning",
+    "error",
+    "critical",
+    "alert",
+    "emergency",
+)
+
+
+class ToolContext:
+    """What a running tool may do besides returning: report progress and log.
+
+    Notifications reach the caller only when it asked for them (a ``progressToken`` in the
+    request's ``_meta``; a log level set for the session or given in ``_meta``) and the
+    response is an event stream; otherwise these calls do nothing.
+    """
+
+    def __init__(
+        self,
+        actor: str,
+        *,
+        notify: Notify | None = None,
+        progress_token: str | int | None = None,
+        log_level: str | None = None,
+    ) -> None:
+        self.actor = actor
+        self._notify = notify
+        self.progress_token = progress_token
+        self.log_level = log_level
+
+    @property
+    def wants_progress(self) -> bool:
+        return self._notify is not None and self.progress_token is not None
+
+    async def progress(
+        self, progress: float, total: float | None = None, message: str | None = None
+    ) -> None:
+        if self._notify is None or self.progress_token is None:
+            return
+        params: dict[str, Any] = {"progressToken": self.progress_token, "progress": progress}
+        if total is not None:
+            params["total"] = total
+        if message is not None:
+            params["message"] = message
+        await self._notify({"method": "notifications/progress", "params": params})
+
+    async def log(self, level: str, data: Any, logger: str = "fangwire") -> None:
+        if self._notify is None or self.log_level is None:
+            return
+        if LOG_LEVELS.index(level) < LOG_LEVELS.index(self.log_level):
+            return
+        params = {"level": level, "logger": logger, "data": data}
+        await self._notify({"method": "notifications/message", "params": params})
 
 
 class ToolFailure(Exception):
@@ -55,7 +114,7 @@ class LocalTool:
         }
 
 
-async def _list_channels(runtime: Runtime, args: Mapping[str, Any], actor: str) -> Any:
+async def _list_channels(runtime: Runtime, args: Mapping[str, Any], ctx: ToolContext) -> Any:
     channels = [
         {
             "name": name,
@@ -67,7 +126,7 @@ async def _list_channels(runtime: Runtime, args: Mapping[str, Any], actor: str) 
     return {"channels": channels, "total": len(channels)}
 
 
-async def _send_channel(runtime: Runtime, args: Mapping[str, Any], actor: str) -> Any:
+async def _send_channel(runtime: Runtime, args: Mapping[str, Any], ctx: ToolContext) -> Any:
     name = args["channel"]
     channel = runtime.channels.get(name)
     if channel is None:
@@ -86,12 +145,12 @@ async def _send_channel(runtime: Runtime, args: Mapping[str, Any], actor: str) -
     }
 
 
-async def _send_agent(runtime: Runtime, args: Mapping[str, Any], actor: str) -> Any:
+async def _send_agent(runtime: Runtime, args: Mapping[str, Any], ctx: ToolContext) -> Any:
     agent = await runtime.agents.find(args["agent"])
     if agent is None or agent.state != "running":
         raise ToolFailure(f"no running agent {args['agent']!r}")
     try:
-        reply = await runtime.agents.message(agent.id, args["message"], sender=f"mcp:{actor}")
+        reply = await runtime.agents.message(agent.id, args["message"], sender=f"mcp:{ctx.actor}")
     except AgentNotFound:
         raise ToolFailure(f"no running agent {args['agent']!r}") from None
     except AgentCallFailed as exc:
@@ -105,7 +164,7 @@ async def _send_agent(runtime: Runtime, args: Mapping[str, Any], actor: str) -> 
     }
 
 
-async def _list_agents(runtime: Runtime, args: Mapping[str, Any], actor: str) -> Any:
+async def _list_agents(runtime: Runtime, args: Mapping[str, Any], ctx: ToolContext) -> Any:
     agents = [
         {"id": a.id, "name": a.name, "state": a.state, "model": a.model, "skills": list(a.skills)}
         for a in await runtime.agents.all()
@@ -113,12 +172,12 @@ async def _list_agents(runtime: Runtime, args: Mapping[str, Any], actor: str) ->
     return {"agents": agents, "total": len(agents)}
 
 
-async def _verify_audit(runtime: Runtime, args: Mapping[str, Any], actor: str) -> Any:
+async def _verify_audit(runtime: Runtime, args: Mapping[str, Any], ctx: ToolContext) -> Any:
     report = await runtime.audit.verify(deep=bool(args.get("deep", False)))
     return report.to_json()
 
 
-async def _usage_summary(runtime: Runtime, args: Mapping[str, Any], actor: str) -> Any:
+async def _usage_summary(runtime: Runtime, args: Mapping[str, Any], ctx: ToolContext) -> Any:
     return await runtime.usage.summary()
 
 
