@@ -191,9 +191,13 @@ async def test_failing_command_reports_error_with_backoff(client: httpx.AsyncCli
     with anyio.fail_after(TIMEOUT):
         assert (await client.post("/api/mcp/servers", json=body)).status_code == 201
         server = await wait_status(client, "broken", "error")
-        while (await client.get("/api/mcp/health")).json()["health"][0]["consecutive_failures"] < 2:
-            await anyio.sleep(0.05)
+        health = (await client.get("/api/mcp/health")).json()["health"][0]
         reconnect = await client.post("/api/mcp/servers/broken/reconnect")
+    # Unhealthy only after unhealthy_threshold (3) consecutive failed attempts.
+    assert health["consecutive_failures"] >= 3
+    assert health["reconnecting"] is False
+    assert "server exited with code" in health["last_error"]
+    assert "nonexistent" in health["last_error"]
     assert server["connected"] is False
     assert reconnect.status_code == 502
     assert "broken" in reconnect.json()["error"]["message"]

@@ -194,7 +194,7 @@ async def reconnect_server(request: Request) -> Response:
     if not connection.connected:
         raise ApiError(
             502,
-            f"MCP server {name!r} did not connect: {connection.status}",
+            f"MCP server {name!r} did not connect: {connection.last_error or connection.status}",
             code="mcp_connect_failed",
         )
     return JSONResponse(

@@ -6,7 +6,9 @@
 the tools, then checks the server every ``health_interval_secs`` with ``tools/list``. A
 failed check, a closed connection or an exited process drops the connection; the next attempt
 waits ``min(BACKOFF_CAP, BACKOFF_BASE * 2**(failures-1))`` seconds scaled by a random factor
-in ``[0.5, 1]`` (jitter), unless a reconnect is requested.
+in ``[0.5, 1]`` (jitter), unless a reconnect is requested. The status is ``connecting``
+while it retries and becomes ``error: <reason>`` after ``unhealthy_threshold`` consecutive
+failed attempts (it stays so, retrying, until an attempt succeeds).
 
 Tool descriptions and input schemas are fingerprinted on the first successful listing (the
 approval); a later listing that differs is flagged in ``changed_tools`` until the operator
@@ -216,12 +218,13 @@ class ServerConnection:
             self.consecutive_failures += 1
             self.reconnect_attempts += 1
             self.last_error = reason
-            self.status = f"error: {reason}"
+            unhealthy = self.consecutive_failures >= self.spec.unhealthy_threshold
+            self.status = f"error: {reason}" if unhealthy else "connecting"
             self._settle()
             log.warning("MCP server %s: %s", self.spec.name, reason)
             with anyio.move_on_after(backoff_seconds(self.consecutive_failures)):
                 await self._wake.wait()
-            if not self._stopped:
+            if self._wake.is_set() and not self._stop_requested():
                 self.status = "connecting"
         self.status = "disabled" if not self.spec.enabled else "stopped"
         self._settle()

@@ -20,6 +20,7 @@ import os
 import re
 import resource
 import signal
+from collections import deque
 from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager, suppress
 from typing import Any
@@ -42,6 +43,9 @@ MAX_MESSAGE_BYTES = 4 * 1024 * 1024
 MAX_OPEN_FILES = 1024
 #: How long a process gets to exit after its stdin closes, then after SIGTERM.
 GRACE_SECONDS = 2.0
+#: How long a failed connection waits to learn whether the process has exited.
+EXIT_GRACE_SECONDS = 0.5
+STDERR_TAIL_LINES = 5
 
 
 class StdioError(Exception):
@@ -84,6 +88,8 @@ class StdioConnection:
             raise StdioError("the process was started without pipes")
         self._stdout = BufferedByteReceiveStream(process.stdout)
         self._stdin = process.stdin
+        #: The last lines the process wrote to stderr (scrubbed), to explain an early exit.
+        self.stderr_tail: deque[str] = deque(maxlen=STDERR_TAIL_LINES)
 
     @property
     def pid(self) -> int:
@@ -139,7 +145,7 @@ class StdioConnection:
             await self.process.aclose()
 
 
-async def _pump_stderr(process: anyio.abc.Process, name: str, scrub: Any) -> None:
+async def _pump_stderr(process: anyio.abc.Process, name: str, scrub: Any, tail: deque[str]) -> None:
     if process.stderr is None:
         return
     buffered = BufferedByteReceiveStream(process.stderr)
@@ -152,7 +158,21 @@ async def _pump_stderr(process: anyio.abc.Process, name: str, scrub: Any) -> Non
             return
         text = line.decode("utf-8", "replace").rstrip()
         if text:
-            log.info("%s stderr: %s", name, scrub(text))
+            clean = scrub(text)
+            tail.append(clean[:500])
+            log.info("%s stderr: %s", name, clean)
+
+
+async def _exit_reason(conn: StdioConnection) -> str | None:
+    """``"server exited with code N: <last stderr line>"`` if the process has ended."""
+    with anyio.move_on_after(EXIT_GRACE_SECONDS):
+        await conn.process.wait()
+    code = conn.process.returncode
+    if code is None:
+        return None
+    await anyio.sleep(0.05)  # let the stderr pump take the last lines
+    last = f": {conn.stderr_tail[-1]}" if conn.stderr_tail else ""
+    return f"server exited with code {code}{last}"
 
 
 def _limit_resources(pid: int) -> None:
@@ -191,7 +211,9 @@ class StdioTransport(ClientTransport):
         self._open.add(connection)
         try:
             async with anyio.create_task_group() as tg:
-                tg.start_soon(_pump_stderr, process, name, self.runtime.redactor.scrub)
+                tg.start_soon(
+                    _pump_stderr, process, name, self.runtime.redactor.scrub, connection.stderr_tail
+                )
                 try:
                     yield connection
                 finally:
@@ -236,6 +258,11 @@ class StdioTransport(ClientTransport):
             try:
                 async with message_streams(conn.send, conn.receive) as streams:
                     yield streams
+            except Exception as exc:
+                exited = await _exit_reason(conn)
+                if exited is not None:
+                    raise StdioError(exited) from exc
+                raise
             finally:
                 tg.cancel_scope.cancel()
 
