@@ -161,6 +161,7 @@ class McpServer:
         self.manager = manager
         self.sessions = Sessions()
         self.local_tools: dict[str, LocalTool] = {tool.name: tool for tool in LOCAL_TOOLS}
+        self._validators: dict[str, Any] = {}
 
     def add_tool(self, tool: LocalTool) -> None:
         """Offer one more local tool (plugins call this from their ``startup`` hook)."""
@@ -494,6 +495,12 @@ class McpServer:
         dumped.pop("resultType", None)
         return dumped
 
+    def _validator(self, tool: LocalTool) -> Any:
+        validator = self._validators.get(tool.name)
+        if validator is None:
+            validator = self._validators[tool.name] = _compile(tool.input_schema)
+        return validator
+
     async def _call_local(
         self,
         tool: LocalTool,
@@ -501,11 +508,10 @@ class McpServer:
         principal: Principal,
         context: ToolContext,
     ) -> dict[str, Any]:
-        try:
-            jsonschema.validate(arguments, tool.input_schema)
-        except jsonschema.ValidationError as exc:
-            where = ".".join(str(p) for p in exc.absolute_path) or "arguments"
-            return _tool_error(f"invalid arguments: {where}: {exc.message}")
+        error = jsonschema.exceptions.best_match(self._validator(tool).iter_errors(arguments))
+        if error is not None:
+            where = ".".join(str(p) for p in error.absolute_path) or "arguments"
+            return _tool_error(f"invalid arguments: {where}: {error.message}")
         outcome = "error"
         try:
             value = await tool.handler(self.runtime, arguments, context)
@@ -528,6 +534,13 @@ class McpServer:
             "structuredContent": value,
             "isError": False,
         }
+
+
+def _compile(schema: Mapping[str, Any]) -> Any:
+    """A validator for ``schema`` (checked once, here; the draft follows ``$schema``)."""
+    cls = jsonschema.validators.validator_for(schema, default=jsonschema.Draft202012Validator)
+    cls.check_schema(schema)
+    return cls(schema)
 
 
 def _principal(request: Request) -> Principal:
