@@ -8,7 +8,9 @@ The proxied server is npm ``@modelcontextprotocol/server-everything`` (``echo``)
 fangwire runs under uvicorn on 127.0.0.1 (a real socket, as an MCP client would see it), with
 a fresh home; each proxied call is authenticated, checked, audited (a durable entry) and
 forwarded over the sandboxed stdio connection. Calls are sequential: this measures latency,
-not throughput. The overhead is the difference of the medians.
+not throughput. The overhead is the difference of the medians; the same call from a plain
+``httpx2`` client (the SDK's HTTP library, without the SDK) shows how much of it is the SDK
+client's own cost.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ sys.path[:] = [p for p in sys.path if os.path.realpath(p or ".") != _HERE]
 
 import anyio  # noqa: E402
 import httpx  # noqa: E402
+import httpx2  # noqa: E402
 from mcp import Client  # noqa: E402
 from mcp.client.stdio import StdioServerParameters  # noqa: E402
 
@@ -93,7 +96,9 @@ async def main(calls: int, mode: str) -> None:
     direct_p50 = summary("direct (SDK -> stdio server)", direct_samples)
     proxied_p50 = summary("through fangwire /mcp -> stdio", proxied_samples)
     summary("fangwire local tool (/mcp only)", local_samples)
+    raw_p50 = summary("proxied, plain httpx2 client", result["raw"])
     print(f"overhead of the proxy at p50: {proxied_p50 - direct_p50:.3f} ms (target < 2 ms)")
+    print(f"same, from a plain HTTP client: {raw_p50 - direct_p50:.3f} ms")
 
 
 async def proxy_calls(
@@ -127,6 +132,37 @@ async def proxy_calls(
         async with Client(f"{url}/mcp", mode=mode) as proxied:
             result["proxied"] = await timed_calls(proxied, exposed, arguments, calls)
             result["local"] = await timed_calls(proxied, "fangwire_list_channels", {}, calls)
+        async with httpx2.AsyncClient() as plain:
+            result["raw"] = await raw_calls(plain, f"{url}/mcp", exposed, arguments, calls)
+
+
+async def raw_calls(
+    http: Any, url: str, tool: str, arguments: dict[str, Any], calls: int
+) -> list[float]:
+    """The same proxied call as plain JSON over HTTP: fangwire's cost without the SDK's."""
+    init = {
+        "jsonrpc": "2.0",
+        "id": 0,
+        "method": "initialize",
+        "params": {
+            "protocolVersion": "2025-11-25",
+            "capabilities": {},
+            "clientInfo": {"name": "bench", "version": "1"},
+        },
+    }
+    session = (await http.post(url, json=init)).headers["mcp-session-id"]
+    headers = {"mcp-session-id": session, "accept": "application/json, text/event-stream"}
+    body = {"jsonrpc": "2.0", "id": 1, "method": "tools/call"}
+    body["params"] = {"name": tool, "arguments": arguments}
+    samples = []
+    for n in range(calls + 20):
+        started = time.perf_counter()
+        response = await http.post(url, json=body, headers=headers)
+        if n >= 20:
+            samples.append(time.perf_counter() - started)
+        if response.json()["result"].get("isError"):
+            raise SystemExit(f"{tool} failed: {response.text}")
+    return samples
 
 
 if __name__ == "__main__":
