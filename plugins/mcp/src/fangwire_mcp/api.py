@@ -10,6 +10,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from fangwire.auth import Role
+from fangwire.config import ConfigError
 from fangwire.http.context import principal_of, runtime_of
 from fangwire.http.errors import ApiError
 from fangwire.http.jsonbody import read_json
@@ -135,6 +136,8 @@ async def add_server(request: Request) -> Response:
         raise ApiError(409, f"an MCP server named {spec.name!r} exists", code="conflict") from None
     except SecretStoreError as exc:
         raise ApiError(503, f"credentials could not be stored: {exc}", code="secrets") from None
+    except ConfigError as exc:
+        raise ApiError(400, str(exc), code="invalid_config") from None
     return JSONResponse(
         {
             "status": "added",
@@ -235,12 +238,8 @@ async def reload(request: Request) -> Response:
     manager = _manager(request)
     try:
         result = await manager.reload(actor=_actor(request))
-    except Exception as exc:
-        from fangwire.config import ConfigError
-
-        if isinstance(exc, ConfigError):
-            raise ApiError(400, str(exc), code="invalid_config") from None
-        raise
+    except ConfigError as exc:
+        raise ApiError(400, str(exc), code="invalid_config") from None
     return JSONResponse(
         {
             "status": "reloaded",

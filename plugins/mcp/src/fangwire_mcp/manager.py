@@ -217,10 +217,16 @@ class McpManager:
             if spec.name in self.connections or spec.name in self._servers_table():
                 raise ServerExists(spec.name)
             await self._audit("mcp_server_add", spec, actor, "pending")
-            await self._store_credentials(spec.name, credentials)
-            await self.runtime.change_config(
-                ["mcp", "servers", spec.name], spec.table(), actor=actor
-            )
+            try:
+                await self._store_credentials(spec.name, credentials)
+                await self.runtime.change_config(
+                    ["mcp", "servers", spec.name], spec.table(), actor=actor
+                )
+            except Exception:
+                with anyio.CancelScope(shield=True):
+                    await self._forget_credentials(spec)
+                    await self._audit("mcp_server_add", spec, actor, "error")
+                raise
             self._launch(spec)
             await self._audit("mcp_server_add", spec, actor, "ok")
 
