@@ -367,3 +367,29 @@ async def test_log_notifications_follow_the_session_level(base_url: str) -> None
         if line.startswith("data: ")
     ]
     assert events[-1]["id"] == 4 and events[-1]["result"]["isError"] is False
+
+
+@pytest.mark.anyio
+async def test_send_to_a_channel_and_unknown_channel(base_url: str) -> None:
+    with anyio.fail_after(TIMEOUT):
+        async with Client(f"{base_url}/mcp", mode="auto") as client:
+            sent = await client.call_tool(
+                "fangwire_send_channel_message",
+                {"channel": "test", "target": "room-1", "text": "hello from MCP"},
+            )
+            missing = await client.call_tool(
+                "fangwire_send_channel_message",
+                {"channel": "nope", "target": "room-1", "text": "x"},
+            )
+            channels = await client.call_tool("fangwire_list_channels", {})
+            usage = await client.call_tool("fangwire_usage_summary", {})
+    assert sent.is_error is False
+    assert sent.structured_content is not None
+    assert sent.structured_content["channel"] == "test"
+    assert sent.structured_content["target"] == "room-1"
+    assert len(sent.structured_content["message_ids"]) == 1
+    assert missing.is_error is True
+    assert "nope" in missing.content[0].text  # type: ignore[union-attr]
+    assert channels.structured_content is not None
+    assert "test" in {c["name"] for c in channels.structured_content["channels"]}
+    assert usage.is_error is False
