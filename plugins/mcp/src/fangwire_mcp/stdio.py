@@ -27,6 +27,7 @@ from typing import Any
 
 import anyio
 import anyio.abc
+import anyio.to_thread
 from anyio.streams.buffered import BufferedByteReceiveStream
 from mcp.client._transport import TransportStreams
 
@@ -285,6 +286,9 @@ class StdioTransport(ClientTransport):
         return len(self._open)
 
     async def start(self) -> None:
+        # Finding out whether bubblewrap works runs a process: do it once, off the event loop.
+        path = self.runtime.environ.get("PATH", os.defpath)
+        await anyio.to_thread.run_sync(sandbox.usable_bwrap, path)
         self.runtime.security.register("subprocess_sandbox", self.sandbox_state)
 
     def sandbox_state(self) -> tuple[str, dict[str, object]]:
