@@ -301,8 +301,9 @@ async def test_credentials_are_required(make_runtime: Any, tmp_path: Any) -> Non
             assert too_big.json()["jsonrpc"] == "2.0"
 
 
+@pytest.mark.parametrize("mode", ["legacy", "auto"])
 @pytest.mark.anyio
-async def test_progress_of_a_proxied_tool_is_streamed(base_url: str) -> None:
+async def test_progress_of_a_proxied_tool_is_streamed(base_url: str, mode: str) -> None:
     seen: list[tuple[float, float | None]] = []
 
     async def on_progress(progress: float, total: float | None, message: str | None) -> None:
@@ -311,7 +312,7 @@ async def test_progress_of_a_proxied_tool_is_streamed(base_url: str) -> None:
     with anyio.fail_after(TIMEOUT):
         async with httpx.AsyncClient() as http:
             await add_everything(http, base_url)
-        async with Client(f"{base_url}/mcp", mode="legacy") as client:
+        async with Client(f"{base_url}/mcp", mode=mode) as client:
             result = await client.call_tool(
                 "mcp_everything_trigger_long_running_operation",
                 {"duration": 0.3, "steps": 3},
