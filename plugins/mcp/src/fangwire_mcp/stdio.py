@@ -9,7 +9,13 @@ This is how MCP servers installed as commands (``npx @modelcontextprotocol/serve
   included;
 - core dumps are disabled (they could hold secrets) and open files are capped;
 - its stderr goes to fangwire's log, line by line, scrubbed of known secrets;
-- a line longer than :data:`MAX_MESSAGE_BYTES` ends the connection instead of growing memory.
+- a line longer than :data:`MAX_MESSAGE_BYTES` ends the connection instead of growing memory;
+- under :meth:`StdioTransport.open` (the server manager's path) it also runs inside bubblewrap
+  when ``[mcp] bubblewrap`` allows and ``bwrap`` works here (:mod:`fangwire_mcp.sandbox`), and
+  ``$NAME`` in its arguments is expanded only from its own environment.
+
+:meth:`StdioTransport.connect` gives the raw JSON-object connection; :meth:`StdioTransport.open`
+adapts it to the ``mcp`` SDK's client streams (:mod:`fangwire_mcp.streams`).
 """
 
 from __future__ import annotations
