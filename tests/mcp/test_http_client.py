@@ -100,6 +100,7 @@ async def test_streamable_http_server(client: httpx.AsyncClient, http_port: int)
         assert (await client.post("/api/mcp/servers", json=body)).status_code == 201
         server = await wait_status(client, "remote", "ready")
     assert server["transport"] == "http"
+    assert server["transport_in_use"] == "http"
     assert server["url"] == url
     assert server["protocol_version"] == "2025-11-25"
     assert "echo" in {t["name"] for t in server["tools"]}
@@ -113,6 +114,20 @@ async def test_legacy_sse_server(client: httpx.AsyncClient, sse_port: int) -> No
         assert (await client.post("/api/mcp/servers", json=body)).status_code == 201
         server = await wait_status(client, "old", "ready")
     assert "get-sum" in {t["name"] for t in server["tools"]}
+
+
+@pytest.mark.anyio
+async def test_http_url_of_a_legacy_sse_server_falls_back(
+    client: httpx.AsyncClient, sse_port: int
+) -> None:
+    url = f"http://127.0.0.1:{sse_port}/sse"
+    body = {"name": "compat", "transport": "http", "url": url}
+    with anyio.fail_after(TIMEOUT):
+        assert (await client.post("/api/mcp/servers", json=body)).status_code == 201
+        server = await wait_status(client, "compat", "ready")
+    assert server["transport"] == "http"
+    assert server["transport_in_use"] == "sse"
+    assert "echo" in {t["name"] for t in server["tools"]}
 
 
 @pytest.mark.anyio

@@ -71,6 +71,7 @@ def server_view(connection: ServerConnection) -> dict[str, Any]:
         "timeout_secs": spec.timeout_secs,
         "enabled": spec.enabled,
         "protocol_version": connection.protocol_version,
+        "transport_in_use": connection.transport_in_use,
         "tools_changed": list(connection.changed_tools),
     }
     if spec.transport != "stdio":

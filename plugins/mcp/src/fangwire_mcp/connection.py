@@ -86,9 +86,16 @@ class ServerConnection:
         transport: ClientTransport | None,
         credentials: Credentials,
         approvals: Approvals | None = None,
+        legacy_fallback: ClientTransport | None = None,
     ) -> None:
         self.spec = spec
         self.transport = transport
+        #: For an ``http`` server: the ``sse`` transport to try when the endpoint refuses
+        #: Streamable HTTP the way a pre-2025-03-26 HTTP+SSE server does.
+        self.legacy_fallback = legacy_fallback
+        #: The transport of the current (or last) connection.
+        self.transport_in_use = spec.transport
+        self._refused_http = False
         self._credentials = credentials
         self._approvals = approvals
         self.status = "connecting" if spec.enabled else "disabled"
@@ -138,6 +145,7 @@ class ServerConnection:
             "reconnect_attempts": self.reconnect_attempts,
             "connected_since": self.connected_since,
             "protocol_version": self.protocol_version,
+            "transport": self.transport_in_use,
             "tools_changed": list(self.changed_tools),
         }
 
@@ -147,6 +155,7 @@ class ServerConnection:
         """Drop the connection (if any) and connect again now; the event fires when settled."""
         self._reapprove = self._reapprove or approve
         self.consecutive_failures = 0
+        self.transport_in_use = self.spec.transport
         self._settled = anyio.Event()
         self._drop()
         self._wake.set()
@@ -204,7 +213,17 @@ class ServerConnection:
                 self._wake = anyio.Event()
                 continue
             self._wake = anyio.Event()
-            reason = await self._connect_once(self.transport)
+            use_sse = self.transport_in_use == "sse" and self.legacy_fallback is not None
+            self._refused_http = False
+            chosen = self.legacy_fallback if use_sse and self.legacy_fallback else self.transport
+            reason = await self._connect_once(chosen)
+            if self._refused_http and self.legacy_fallback is not None and not use_sse:
+                # The endpoint refused the Streamable HTTP handshake: try it as HTTP+SSE.
+                log.info("MCP server %s: trying the legacy HTTP+SSE transport", self.spec.name)
+                self.transport_in_use = "sse"
+                reason = await self._connect_once(self.legacy_fallback)
+                if reason is not None:
+                    self.transport_in_use = self.spec.transport
             self._client = None
             self._lost = None
             self.connected_since = None
@@ -263,6 +282,7 @@ class ServerConnection:
                     self._ready(client, lost)
                     await self._monitor(client, lost)
         except Exception as exc:
+            self._refused_http = not connected and _refused_handshake(exc)
             return _describe(exc)
         finally:
             self._scope = None
@@ -342,6 +362,19 @@ class ServerConnection:
                 raise _Reconnect(f"health check failed: {_describe(exc)}") from None
             await self._accept_tools(tools)
             self.last_ok = now_iso()
+
+
+#: What the SDK makes of a 4xx answer to its first POST (404: -32601, 405/400: -32603 or
+#: -32600): the sign of an HTTP+SSE server at a Streamable HTTP URL.
+_REFUSED_CODES = frozenset(
+    {mcp_types.METHOD_NOT_FOUND, mcp_types.INTERNAL_ERROR, mcp_types.INVALID_REQUEST}
+)
+
+
+def _refused_handshake(exc: BaseException) -> bool:
+    if isinstance(exc, BaseExceptionGroup):
+        return any(_refused_handshake(e) for e in exc.exceptions)
+    return isinstance(exc, MCPError) and exc.code in _REFUSED_CODES
 
 
 def _describe(exc: BaseException) -> str:

@@ -167,8 +167,13 @@ class McpManager:
         return transport if isinstance(transport, ClientTransport) else None
 
     def _launch(self, spec: ServerSpec) -> ServerConnection:
+        fallback = self.runtime.transports.get("sse") if spec.transport == "http" else None
         connection = ServerConnection(
-            spec, self._transport(spec), self._credentials, self.approvals
+            spec,
+            self._transport(spec),
+            self._credentials,
+            self.approvals,
+            legacy_fallback=fallback if isinstance(fallback, ClientTransport) else None,
         )
         self.connections[spec.name] = connection
         self._index = None
