@@ -63,6 +63,9 @@ async def test_add_stdio_server_lists_tools_and_persists(
     assert {t["exposed_name"] for t in server["tools"]} >= {"mcp_everything_get_sum"}
     listing = (await client.get("/api/mcp/servers")).json()
     assert listing["total"] == 1
+    assert listing["total_connected"] == 1
+    assert [c["name"] for c in listing["connected"]] == ["everything"]
+    assert listing["connected"][0]["tools_count"] == len(names)
     assert listing["servers"][0]["name"] == "everything"
     assert listing["servers"][0]["command"] == str(EVERYTHING)
     table = mcp_runtime.config_file.load().mcp["servers"]["everything"]

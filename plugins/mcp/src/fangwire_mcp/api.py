@@ -118,12 +118,25 @@ async def list_servers(request: Request) -> Response:
         {"name": name, "connected": False, "status": f"error: {error}", "tools": []}
         for name, error in sorted(manager.config_errors.items())
     ]
+    connected = [
+        {
+            "name": s["name"],
+            "tools_count": s["tools_count"],
+            "tools": s["tools"],
+            "connected": True,
+        }
+        for s in servers
+        if s["connected"]
+    ]
     return JSONResponse(
         {
             "servers": servers + broken,
             "total": len(servers) + len(broken),
+            # The reference daemon's split view of the same servers.
+            "configured": servers + broken,
+            "connected": connected,
             "total_configured": len(servers) + len(broken),
-            "total_connected": sum(1 for s in servers if s["connected"]),
+            "total_connected": len(connected),
         }
     )
 
