@@ -233,3 +233,40 @@ async def test_filesystem_server_and_put_replace(client: httpx.AsyncClient, tmp_
         assert (
             await client.put("/api/mcp/servers/nope", json=everything_body())
         ).status_code == 404
+
+
+@pytest.mark.anyio
+async def test_call_in_flight_when_the_child_dies(
+    client: httpx.AsyncClient, mcp_runtime: Runtime
+) -> None:
+    require_peers()
+    with anyio.fail_after(TIMEOUT):
+        await client.post("/api/mcp/servers", json=everything_body())
+        await wait_status(client, "everything", "ready")
+        manager = manager_of(mcp_runtime)
+        stdio_transport: Any = manager.connections["everything"].transport
+        (conn,) = stdio_transport._open
+        outcome: list[object] = []
+
+        async def slow_call() -> None:
+            try:
+                outcome.append(
+                    await manager.call(
+                        "mcp_everything_trigger_long_running_operation",
+                        {"duration": 20, "steps": 2},
+                        actor="test",
+                    )
+                )
+            except Exception as exc:
+                outcome.append(exc)
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(slow_call)
+            await anyio.sleep(0.5)
+            os.killpg(conn.pid, signal.SIGKILL)
+    (result,) = outcome
+    assert isinstance(result, connection.ServerUnavailable), repr(result)
+    assert "connection lost" in str(result)
+    entries, _ = await mcp_runtime.audit.log.recent(50)
+    calls = [e for e in entries if e.event_type == "mcp_tool_call"]
+    assert calls[0].outcome == "error"
