@@ -14,6 +14,7 @@ import anyio
 from fangwire.auth import Role
 from fangwire.hookspecs import hookimpl
 from fangwire_mcp.plugin import server_of
+from fangwire_mcp.prompts import LocalPrompt, PromptArgument
 from fangwire_mcp.tools import LocalTool, RawResult, ToolContext
 
 if TYPE_CHECKING:
@@ -161,8 +162,65 @@ FIXTURES = (
 )
 
 
+def _user(*contents: Mapping[str, Any]) -> tuple[Mapping[str, Any], ...]:
+    return tuple({"role": "user", "content": content} for content in contents)
+
+
+async def _simple(args: Mapping[str, str]) -> Any:
+    return _user({"type": "text", "text": "This is a simple prompt for testing."})
+
+
+async def _with_arguments(args: Mapping[str, str]) -> Any:
+    text = f"Prompt with arguments: arg1='{args['arg1']}', arg2='{args['arg2']}'"
+    return _user({"type": "text", "text": text})
+
+
+async def _embedded(args: Mapping[str, str]) -> Any:
+    resource = {
+        "uri": args["resourceUri"],
+        "mimeType": "text/plain",
+        "text": "Embedded resource content for testing.",
+    }
+    return _user(
+        {"type": "resource", "resource": resource},
+        {"type": "text", "text": "Please process the embedded resource above."},
+    )
+
+
+async def _image(args: Mapping[str, str]) -> Any:
+    return _user(
+        {"type": "image", "data": PNG, "mimeType": "image/png"},
+        {"type": "text", "text": "Please analyze the image above."},
+    )
+
+
+PROMPTS = (
+    LocalPrompt("test_simple_prompt", "A simple prompt.", (), Role.VIEWER, _simple),
+    LocalPrompt(
+        "test_prompt_with_arguments",
+        "A prompt with two arguments.",
+        (
+            PromptArgument("arg1", "First test argument", required=True),
+            PromptArgument("arg2", "Second test argument", required=True),
+        ),
+        Role.VIEWER,
+        _with_arguments,
+    ),
+    LocalPrompt(
+        "test_prompt_with_embedded_resource",
+        "A prompt embedding a resource.",
+        (PromptArgument("resourceUri", "URI of the resource to embed", required=True),),
+        Role.VIEWER,
+        _embedded,
+    ),
+    LocalPrompt("test_prompt_with_image", "A prompt with an image.", (), Role.VIEWER, _image),
+)
+
+
 @hookimpl
 def startup(runtime: Runtime) -> None:
     server = server_of(runtime)
     for tool in FIXTURES:
         server.add_tool(tool)
+    for prompt in PROMPTS:
+        server.add_prompt(prompt)

@@ -394,3 +394,24 @@ async def test_send_to_a_channel_and_unknown_channel(base_url: str) -> None:
     assert channels.structured_content is not None
     assert "test" in {c["name"] for c in channels.structured_content["channels"]}
     assert usage.is_error is False
+
+
+@pytest.mark.parametrize("mode", ["legacy", "auto"])
+@pytest.mark.anyio
+async def test_prompts_of_connected_servers_are_proxied(base_url: str, mode: str) -> None:
+    with anyio.fail_after(TIMEOUT):
+        async with httpx.AsyncClient() as http:
+            await add_everything(http, base_url)
+        async with Client(f"{base_url}/mcp", mode=mode) as client:
+            prompts = {p.name: p for p in (await client.list_prompts()).prompts}
+            assert "mcp_everything_simple_prompt" in prompts
+            args_prompt = prompts["mcp_everything_args_prompt"]
+            assert args_prompt.arguments is not None
+            assert "city" in {a.name for a in args_prompt.arguments}
+            simple = await client.get_prompt("mcp_everything_simple_prompt")
+            assert simple.messages[0].role == "user"
+            rendered = await client.get_prompt("mcp_everything_args_prompt", {"city": "Lyon"})
+            assert "Lyon" in rendered.messages[0].content.text  # type: ignore[union-attr]
+            with pytest.raises(MCPError) as unknown:
+                await client.get_prompt("mcp_nope_nope")
+            assert unknown.value.code == -32602

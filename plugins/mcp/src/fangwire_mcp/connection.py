@@ -100,6 +100,7 @@ class ServerConnection:
         self._approvals = approvals
         self.status = "connecting" if spec.enabled else "disabled"
         self.tools: list[mcp_types.Tool] = []
+        self.prompts: list[mcp_types.Prompt] = []
         self.protocol_version: str | None = None
         self.server_info: dict[str, Any] | None = None
         self.last_ok: str | None = None
@@ -228,6 +229,7 @@ class ServerConnection:
             self._lost = None
             self.connected_since = None
             self.tools = []
+            self.prompts = []
             self.generation += 1
             if self._stop_requested():
                 break
@@ -277,6 +279,7 @@ class ServerConnection:
                 async with client:
                     tools = await self._list_tools(client)
                     await self._accept_tools(tools)
+                    self.prompts = await self._list_prompts(client)
                     scope.deadline = math.inf
                     connected = True
                     self._ready(client, lost)
@@ -348,6 +351,29 @@ class ServerConnection:
             if not cursor:
                 break
         return tools
+
+    async def _list_prompts(self, client: Client) -> list[mcp_types.Prompt]:
+        if client.server_capabilities.prompts is None:
+            return []
+        prompts: list[mcp_types.Prompt] = []
+        cursor: str | None = None
+        for _ in range(MAX_TOOL_PAGES):
+            page = await client.list_prompts(cursor=cursor)
+            prompts.extend(page.prompts)
+            cursor = page.next_cursor
+            if not cursor:
+                break
+        return prompts
+
+    async def get_prompt(
+        self, prompt: str, arguments: Mapping[str, str]
+    ) -> mcp_types.GetPromptResult:
+        """Render ``prompt``; :class:`ServerUnavailable` if not connected."""
+        client = self._client
+        if client is None or self.status != "ready":
+            raise ServerUnavailable(f"MCP server {self.spec.name!r} is {self.status}")
+        with anyio.fail_after(self.spec.timeout_secs):
+            return await client.get_prompt(prompt, dict(arguments))
 
     async def _monitor(self, client: Client, lost: anyio.Event) -> None:
         while True:

@@ -349,6 +349,34 @@ class McpManager:
     def invalidate(self) -> None:
         self._index = None
 
+    def prompts(self) -> dict[str, tuple[ServerConnection, mcp_types.Prompt]]:
+        """Every connected server's prompts by exposed name (first server wins a clash)."""
+        found: dict[str, tuple[ServerConnection, mcp_types.Prompt]] = {}
+        for name in sorted(self.connections):
+            connection = self.connections[name]
+            if connection.connected:
+                for prompt in connection.prompts:
+                    found.setdefault(tool_name(name, prompt.name), (connection, prompt))
+        return found
+
+    async def get_prompt(
+        self, exposed: str, arguments: Mapping[str, str], *, actor: str
+    ) -> mcp_types.GetPromptResult:
+        """Render a proxied prompt by its exposed name; ``KeyError`` if there is none."""
+        connection, prompt = self.prompts()[exposed]
+        outcome = "error"
+        try:
+            result = await connection.get_prompt(prompt.name, arguments)
+            outcome = "ok"
+            return result
+        finally:
+            with anyio.CancelScope(shield=True):
+                await self.runtime.audit.record(
+                    "mcp_prompt_get",
+                    details={"server": connection.spec.name, "prompt": prompt.name, "actor": actor},
+                    outcome=outcome,
+                )
+
     async def call(
         self,
         exposed: str,

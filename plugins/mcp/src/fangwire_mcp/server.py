@@ -55,6 +55,7 @@ from fangwire.http.errors import ApiError
 from fangwire.http.jsonbody import json_depth_exceeds
 from fangwire_mcp.connection import ServerUnavailable
 from fangwire_mcp.manager import McpManager, ToolNotApproved
+from fangwire_mcp.prompts import LocalPrompt
 from fangwire_mcp.tools import (
     LOCAL_TOOLS,
     LOG_LEVELS,
@@ -83,7 +84,10 @@ INVALID_PARAMS = mcp_types.INVALID_PARAMS
 INTERNAL_ERROR = mcp_types.INTERNAL_ERROR
 
 _SERVER_INFO = {"name": SERVER_NAME, "title": "fangwire", "version": __version__}
-_CAPABILITIES: dict[str, Any] = {"tools": {"listChanged": False}}
+_CAPABILITIES: dict[str, Any] = {
+    "tools": {"listChanged": False},
+    "prompts": {"listChanged": False},
+}
 #: The handshake era also has ``logging/setLevel`` (removed in 2026-07-28).
 _LEGACY_CAPABILITIES: dict[str, Any] = {**_CAPABILITIES, "logging": {}}
 _INSTRUCTIONS = (
@@ -162,6 +166,13 @@ class McpServer:
         self.sessions = Sessions()
         self.local_tools: dict[str, LocalTool] = {tool.name: tool for tool in LOCAL_TOOLS}
         self._validators: dict[str, Any] = {}
+        self.local_prompts: dict[str, LocalPrompt] = {}
+
+    def add_prompt(self, prompt: LocalPrompt) -> None:
+        """Offer one more local prompt (plugins call this from their ``startup`` hook)."""
+        if prompt.name in self.local_prompts:
+            raise ValueError(f"an MCP prompt named {prompt.name!r} is already offered")
+        self.local_prompts[prompt.name] = prompt
 
     def add_tool(self, tool: LocalTool) -> None:
         """Offer one more local tool (plugins call this from their ``startup`` hook)."""
@@ -438,6 +449,13 @@ class McpServer:
             return result
         if method == "tools/call":
             return await self.call_tool(params, principal, modern=modern, context=context)
+        if method == "prompts/list":
+            listed: dict[str, Any] = {"prompts": self.prompt_definitions(principal.role)}
+            if modern:
+                listed.update(ttlMs=0, cacheScope="private")
+            return listed
+        if method == "prompts/get":
+            return await self.get_prompt(params, principal)
         raise RpcError(METHOD_NOT_FOUND, f"Method not found: {method[:100]}")
 
     def tool_definitions(self, role: Role) -> list[dict[str, Any]]:
@@ -448,6 +466,45 @@ class McpServer:
                 definition["name"] = name
                 tools.append(definition)
         return tools
+
+    def prompt_definitions(self, role: Role) -> list[dict[str, Any]]:
+        prompts = [p.definition() for p in self.local_prompts.values() if role >= p.role]
+        if role >= PROXIED_TOOL_ROLE:
+            for name, (_, prompt) in self.manager.prompts().items():
+                definition = prompt.model_dump(by_alias=True, exclude_none=True, mode="json")
+                definition["name"] = name
+                prompts.append(definition)
+        return prompts
+
+    async def get_prompt(self, params: Mapping[str, Any], principal: Principal) -> dict[str, Any]:
+        name = params.get("name")
+        if not isinstance(name, str) or not name:
+            raise RpcError(INVALID_PARAMS, "Invalid params: name is required")
+        arguments = params.get("arguments") or {}
+        if not isinstance(arguments, dict) or not all(
+            isinstance(v, str) for v in arguments.values()
+        ):
+            raise RpcError(INVALID_PARAMS, "Invalid params: arguments must map names to strings")
+        local = self.local_prompts.get(name)
+        if local is not None and principal.role >= local.role:
+            missing = local.missing(arguments)
+            if missing:
+                raise RpcError(INVALID_PARAMS, f"Invalid params: missing argument {missing[0]!r}")
+            messages = await local.render(arguments)
+            return {"description": local.description, "messages": [dict(m) for m in messages]}
+        if principal.role < PROXIED_TOOL_ROLE:
+            raise RpcError(INVALID_PARAMS, f"Unknown prompt: {name[:200]}")
+        try:
+            result = await self.manager.get_prompt(name, arguments, actor=principal.subject)
+        except KeyError:
+            raise RpcError(INVALID_PARAMS, f"Unknown prompt: {name[:200]}") from None
+        except ServerUnavailable as exc:
+            raise RpcError(INTERNAL_ERROR, str(exc)) from None
+        except MCPError as exc:
+            raise RpcError(exc.code, exc.message, exc.error.data) from None
+        dumped: dict[str, Any] = result.model_dump(by_alias=True, exclude_none=True, mode="json")
+        dumped.pop("resultType", None)
+        return dumped
 
     async def call_tool(
         self,
