@@ -6,6 +6,7 @@ Registered on a test's plugin manager; its ``startup`` hook adds the tools to ``
 from __future__ import annotations
 
 import base64
+import json
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -15,6 +16,7 @@ from fangwire.auth import Role
 from fangwire.hookspecs import hookimpl
 from fangwire_mcp.plugin import server_of
 from fangwire_mcp.prompts import LocalPrompt, PromptArgument
+from fangwire_mcp.resources import LocalResource, LocalResourceTemplate
 from fangwire_mcp.tools import LocalTool, RawResult, ToolContext
 
 if TYPE_CHECKING:
@@ -217,6 +219,49 @@ PROMPTS = (
 )
 
 
+async def _static_text() -> Any:
+    text = "This is the content of the static text resource."
+    return ({"uri": "test://static-text", "mimeType": "text/plain", "text": text},)
+
+
+async def _static_binary() -> Any:
+    return ({"uri": "test://static-binary", "mimeType": "image/png", "blob": PNG},)
+
+
+async def _templated(uri: str, variables: Mapping[str, str]) -> Any:
+    ident = variables["id"]
+    data = {"id": ident, "templateTest": True, "data": f"Data for ID: {ident}"}
+    return ({"uri": uri, "mimeType": "application/json", "text": json.dumps(data)},)
+
+
+RESOURCES = (
+    LocalResource(
+        "test://static-text",
+        "static-text",
+        "A static text resource.",
+        "text/plain",
+        Role.VIEWER,
+        _static_text,
+    ),
+    LocalResource(
+        "test://static-binary",
+        "static-binary",
+        "A static PNG.",
+        "image/png",
+        Role.VIEWER,
+        _static_binary,
+    ),
+    LocalResourceTemplate(
+        "test://template/{id}/data",
+        "template-data",
+        "Data for an id.",
+        "application/json",
+        Role.VIEWER,
+        _templated,
+    ),
+)
+
+
 @hookimpl
 def startup(runtime: Runtime) -> None:
     server = server_of(runtime)
@@ -224,3 +269,5 @@ def startup(runtime: Runtime) -> None:
         server.add_tool(tool)
     for prompt in PROMPTS:
         server.add_prompt(prompt)
+    for resource in RESOURCES:
+        server.add_resource(resource)

@@ -4,6 +4,7 @@ protocol eras, plus raw HTTP probes for what the SDK never sends."""
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -415,3 +416,25 @@ async def test_prompts_of_connected_servers_are_proxied(base_url: str, mode: str
             with pytest.raises(MCPError) as unknown:
                 await client.get_prompt("mcp_nope_nope")
             assert unknown.value.code == -32602
+
+
+@pytest.mark.parametrize("mode", ["legacy", "auto"])
+@pytest.mark.anyio
+async def test_resources_of_connected_servers_are_proxied(base_url: str, mode: str) -> None:
+    with anyio.fail_after(TIMEOUT):
+        async with httpx.AsyncClient() as http:
+            await add_everything(http, base_url)
+        async with Client(f"{base_url}/mcp", mode=mode) as client:
+            resources = (await client.list_resources()).resources
+            assert resources, "server-everything lists resources"
+            first = resources[0]
+            read = await client.read_resource(str(first.uri))
+            assert read.contents and str(read.contents[0].uri) == str(first.uri)
+            templates = (await client.list_resource_templates()).resource_templates
+            assert templates, "server-everything lists resource templates"
+            concrete = re.sub(r"\{[^}]+\}", "1", templates[0].uri_template)
+            from_template = await client.read_resource(concrete)
+            assert from_template.contents
+            with pytest.raises(MCPError) as missing:
+                await client.read_resource("nowhere://nothing")
+    assert missing.value.code == (-32002 if mode == "legacy" else -32602)

@@ -9,6 +9,7 @@ import pytest
 from fangwire_mcp.catalog import Catalog
 from fangwire_mcp.connection import BACKOFF_CAP, backoff_seconds
 from fangwire_mcp.naming import tool_name
+from fangwire_mcp.resources import match_template
 from fangwire_mcp.spec import SpecError, spec_from_body
 from fangwire_mcp.stdio import expand_args
 
@@ -112,3 +113,10 @@ def test_args_expand_only_names_the_child_receives() -> None:
         "$SECRET",
         "$$",
     ]
+
+
+def test_template_matching() -> None:
+    assert match_template("test://template/{id}/data", "test://template/123/data") == {"id": "123"}
+    assert match_template("test://template/{id}/data", "test://template/1/2/data") is None
+    assert match_template("a+b://{x}.{y}", "a+b://left.right") == {"x": "left", "y": "right"}
+    assert match_template("static://only", "static://only") == {}

@@ -101,6 +101,8 @@ class ServerConnection:
         self.status = "connecting" if spec.enabled else "disabled"
         self.tools: list[mcp_types.Tool] = []
         self.prompts: list[mcp_types.Prompt] = []
+        self.resources: list[mcp_types.Resource] = []
+        self.resource_templates: list[mcp_types.ResourceTemplate] = []
         self.protocol_version: str | None = None
         self.server_info: dict[str, Any] | None = None
         self.last_ok: str | None = None
@@ -230,6 +232,8 @@ class ServerConnection:
             self.connected_since = None
             self.tools = []
             self.prompts = []
+            self.resources = []
+            self.resource_templates = []
             self.generation += 1
             if self._stop_requested():
                 break
@@ -280,6 +284,7 @@ class ServerConnection:
                     tools = await self._list_tools(client)
                     await self._accept_tools(tools)
                     self.prompts = await self._list_prompts(client)
+                    await self._list_resources(client)
                     scope.deadline = math.inf
                     connected = True
                     self._ready(client, lost)
@@ -364,6 +369,35 @@ class ServerConnection:
             if not cursor:
                 break
         return prompts
+
+    async def _list_resources(self, client: Client) -> None:
+        if client.server_capabilities.resources is None:
+            return
+        resources: list[mcp_types.Resource] = []
+        cursor: str | None = None
+        for _ in range(MAX_TOOL_PAGES):
+            page = await client.list_resources(cursor=cursor)
+            resources.extend(page.resources)
+            cursor = page.next_cursor
+            if not cursor:
+                break
+        templates: list[mcp_types.ResourceTemplate] = []
+        cursor = None
+        for _ in range(MAX_TOOL_PAGES):
+            listed = await client.list_resource_templates(cursor=cursor)
+            templates.extend(listed.resource_templates)
+            cursor = listed.next_cursor
+            if not cursor:
+                break
+        self.resources, self.resource_templates = resources, templates
+
+    async def read_resource(self, uri: str) -> mcp_types.ReadResourceResult:
+        """Read ``uri`` from this server; :class:`ServerUnavailable` if not connected."""
+        client = self._client
+        if client is None or self.status != "ready":
+            raise ServerUnavailable(f"MCP server {self.spec.name!r} is {self.status}")
+        with anyio.fail_after(self.spec.timeout_secs):
+            return await client.read_resource(uri)
 
     async def get_prompt(
         self, prompt: str, arguments: Mapping[str, str]

@@ -27,6 +27,7 @@ from fangwire_mcp.catalog import Catalog
 from fangwire_mcp.client_transport import ClientTransport
 from fangwire_mcp.connection import ServerConnection
 from fangwire_mcp.naming import tool_name
+from fangwire_mcp.resources import match_template
 from fangwire_mcp.spec import Credentials, ServerSpec, SpecError, secret_name, spec_from_body
 
 if TYPE_CHECKING:
@@ -348,6 +349,52 @@ class McpManager:
 
     def invalidate(self) -> None:
         self._index = None
+
+    def resources(self) -> dict[str, tuple[ServerConnection, mcp_types.Resource]]:
+        """Every connected server's resources by URI (first server wins a clash)."""
+        found: dict[str, tuple[ServerConnection, mcp_types.Resource]] = {}
+        for name in sorted(self.connections):
+            connection = self.connections[name]
+            if connection.connected:
+                for resource in connection.resources:
+                    found.setdefault(str(resource.uri), (connection, resource))
+        return found
+
+    def resource_templates(self) -> list[tuple[ServerConnection, mcp_types.ResourceTemplate]]:
+        return [
+            (connection, template)
+            for _, connection in sorted(self.connections.items())
+            if connection.connected
+            for template in connection.resource_templates
+        ]
+
+    def resource_owner(self, uri: str) -> ServerConnection | None:
+        """The connected server that lists ``uri`` or has a template matching it."""
+        listed = self.resources().get(uri)
+        if listed is not None:
+            return listed[0]
+        for connection, template in self.resource_templates():
+            if match_template(template.uri_template, uri) is not None:
+                return connection
+        return None
+
+    async def read_resource(self, uri: str, *, actor: str) -> mcp_types.ReadResourceResult:
+        """Read a proxied resource; ``KeyError`` if no connected server offers ``uri``."""
+        connection = self.resource_owner(uri)
+        if connection is None:
+            raise KeyError(uri)
+        outcome = "error"
+        try:
+            result = await connection.read_resource(uri)
+            outcome = "ok"
+            return result
+        finally:
+            with anyio.CancelScope(shield=True):
+                await self.runtime.audit.record(
+                    "mcp_resource_read",
+                    details={"server": connection.spec.name, "uri": uri[:500], "actor": actor},
+                    outcome=outcome,
+                )
 
     def prompts(self) -> dict[str, tuple[ServerConnection, mcp_types.Prompt]]:
         """Every connected server's prompts by exposed name (first server wins a clash)."""

@@ -56,6 +56,7 @@ from fangwire.http.jsonbody import json_depth_exceeds
 from fangwire_mcp.connection import ServerUnavailable
 from fangwire_mcp.manager import McpManager, ToolNotApproved
 from fangwire_mcp.prompts import LocalPrompt
+from fangwire_mcp.resources import LocalResource, LocalResourceTemplate, match_template
 from fangwire_mcp.tools import (
     LOCAL_TOOLS,
     LOG_LEVELS,
@@ -87,7 +88,10 @@ _SERVER_INFO = {"name": SERVER_NAME, "title": "fangwire", "version": __version__
 _CAPABILITIES: dict[str, Any] = {
     "tools": {"listChanged": False},
     "prompts": {"listChanged": False},
+    "resources": {"listChanged": False, "subscribe": False},
 }
+#: "Resource not found" in the handshake era; 2026-07-28 uses -32602 instead.
+LEGACY_RESOURCE_NOT_FOUND = -32002
 #: The handshake era also has ``logging/setLevel`` (removed in 2026-07-28).
 _LEGACY_CAPABILITIES: dict[str, Any] = {**_CAPABILITIES, "logging": {}}
 _INSTRUCTIONS = (
@@ -167,6 +171,17 @@ class McpServer:
         self.local_tools: dict[str, LocalTool] = {tool.name: tool for tool in LOCAL_TOOLS}
         self._validators: dict[str, Any] = {}
         self.local_prompts: dict[str, LocalPrompt] = {}
+        self.local_resources: dict[str, LocalResource] = {}
+        self.local_templates: list[LocalResourceTemplate] = []
+
+    def add_resource(self, resource: LocalResource | LocalResourceTemplate) -> None:
+        """Offer a local resource or resource template (from a plugin's ``startup`` hook)."""
+        if isinstance(resource, LocalResourceTemplate):
+            self.local_templates.append(resource)
+            return
+        if resource.uri in self.local_resources:
+            raise ValueError(f"an MCP resource {resource.uri!r} is already offered")
+        self.local_resources[resource.uri] = resource
 
     def add_prompt(self, prompt: LocalPrompt) -> None:
         """Offer one more local prompt (plugins call this from their ``startup`` hook)."""
@@ -456,6 +471,20 @@ class McpServer:
             return listed
         if method == "prompts/get":
             return await self.get_prompt(params, principal)
+        if method == "resources/list":
+            found: dict[str, Any] = {"resources": self.resource_definitions(principal.role)}
+            if modern:
+                found.update(ttlMs=0, cacheScope="private")
+            return found
+        if method == "resources/templates/list":
+            templates: dict[str, Any] = {
+                "resourceTemplates": self.template_definitions(principal.role)
+            }
+            if modern:
+                templates.update(ttlMs=0, cacheScope="private")
+            return templates
+        if method == "resources/read":
+            return await self.read_resource(params, principal, modern=modern)
         raise RpcError(METHOD_NOT_FOUND, f"Method not found: {method[:100]}")
 
     def tool_definitions(self, role: Role) -> list[dict[str, Any]]:
@@ -466,6 +495,52 @@ class McpServer:
                 definition["name"] = name
                 tools.append(definition)
         return tools
+
+    def resource_definitions(self, role: Role) -> list[dict[str, Any]]:
+        found = [r.definition() for r in self.local_resources.values() if role >= r.role]
+        if role >= PROXIED_TOOL_ROLE:
+            for _, resource in self.manager.resources().values():
+                found.append(resource.model_dump(by_alias=True, exclude_none=True, mode="json"))
+        return found
+
+    def template_definitions(self, role: Role) -> list[dict[str, Any]]:
+        found = [t.definition() for t in self.local_templates if role >= t.role]
+        if role >= PROXIED_TOOL_ROLE:
+            for _, template in self.manager.resource_templates():
+                found.append(template.model_dump(by_alias=True, exclude_none=True, mode="json"))
+        return found
+
+    async def read_resource(
+        self, params: Mapping[str, Any], principal: Principal, *, modern: bool
+    ) -> dict[str, Any]:
+        uri = params.get("uri")
+        if not isinstance(uri, str) or not uri:
+            raise RpcError(INVALID_PARAMS, "Invalid params: uri is required")
+        not_found = RpcError(
+            INVALID_PARAMS if modern else LEGACY_RESOURCE_NOT_FOUND,
+            "Resource not found",
+            {"uri": uri[:500]},
+        )
+        local = self.local_resources.get(uri)
+        if local is not None and principal.role >= local.role:
+            return {"contents": [dict(c) for c in await local.read()]}
+        for template in self.local_templates:
+            variables = match_template(template.uri_template, uri)
+            if variables is not None and principal.role >= template.role:
+                return {"contents": [dict(c) for c in await template.read(uri, variables)]}
+        if principal.role < PROXIED_TOOL_ROLE:
+            raise not_found
+        try:
+            result = await self.manager.read_resource(uri, actor=principal.subject)
+        except KeyError:
+            raise not_found from None
+        except ServerUnavailable as exc:
+            raise RpcError(INTERNAL_ERROR, str(exc)) from None
+        except MCPError as exc:
+            raise RpcError(exc.code, exc.message, exc.error.data) from None
+        dumped: dict[str, Any] = result.model_dump(by_alias=True, exclude_none=True, mode="json")
+        dumped.pop("resultType", None)
+        return dumped
 
     def prompt_definitions(self, role: Role) -> list[dict[str, Any]]:
         prompts = [p.definition() for p in self.local_prompts.values() if role >= p.role]
