@@ -12,6 +12,7 @@ import anyio
 import httpx
 import pytest
 from mcp import Client, MCPError
+from mcp_types import PromptReference
 from mcp_types.methods import validate_server_result
 
 from fangwire.app import create_app
@@ -438,3 +439,23 @@ async def test_resources_of_connected_servers_are_proxied(base_url: str, mode: s
             with pytest.raises(MCPError) as missing:
                 await client.read_resource("nowhere://nothing")
     assert missing.value.code == (-32002 if mode == "legacy" else -32602)
+
+
+@pytest.mark.anyio
+async def test_completions_are_proxied(base_url: str) -> None:
+    with anyio.fail_after(TIMEOUT):
+        async with httpx.AsyncClient() as http:
+            await add_everything(http, base_url)
+        async with Client(f"{base_url}/mcp", mode="legacy") as client:
+            prompts = {p.name: p for p in (await client.list_prompts()).prompts}
+            completable = prompts["mcp_everything_completable_prompt"]
+            assert completable.arguments
+            argument = completable.arguments[0].name
+            ref = PromptReference(type="ref/prompt", name="mcp_everything_completable_prompt")
+            result = await client.complete(ref, {"name": argument, "value": ""})
+            assert result.completion.values, "server-everything completes this argument"
+            with pytest.raises(MCPError) as unknown:
+                await client.complete(
+                    PromptReference(type="ref/prompt", name="mcp_nope"), {"name": "a", "value": ""}
+                )
+    assert unknown.value.code == -32602

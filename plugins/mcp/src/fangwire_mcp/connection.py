@@ -399,6 +399,22 @@ class ServerConnection:
         with anyio.fail_after(self.spec.timeout_secs):
             return await client.read_resource(uri)
 
+    async def complete(
+        self,
+        ref: mcp_types.PromptReference | mcp_types.ResourceTemplateReference,
+        argument: Mapping[str, str],
+        context: Mapping[str, str] | None,
+    ) -> list[str] | None:
+        """Completion values from this server; ``None`` when it offers no completions."""
+        client = self._client
+        if client is None or self.status != "ready":
+            raise ServerUnavailable(f"MCP server {self.spec.name!r} is {self.status}")
+        if client.server_capabilities.completions is None:
+            return None
+        with anyio.fail_after(self.spec.timeout_secs):
+            result = await client.complete(ref, dict(argument), dict(context) if context else None)
+        return list(result.completion.values)
+
     async def get_prompt(
         self, prompt: str, arguments: Mapping[str, str]
     ) -> mcp_types.GetPromptResult:

@@ -15,6 +15,8 @@ import attrs
 from fangwire.auth import Role
 
 Render = Callable[[Mapping[str, str]], Awaitable[Sequence[Mapping[str, Any]]]]
+#: ``complete(argument, value)``: suggestions for a partly typed argument value.
+Complete = Callable[[str, str], Awaitable[Sequence[str]]]
 
 
 @attrs.frozen
@@ -33,6 +35,7 @@ class LocalPrompt:
     arguments: tuple[PromptArgument, ...]
     role: Role
     render: Render
+    complete: Complete | None = None
 
     def definition(self) -> dict[str, Any]:
         return {

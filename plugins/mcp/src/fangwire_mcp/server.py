@@ -53,7 +53,7 @@ from fangwire.auth import Principal, Role
 from fangwire.http.context import principal_of
 from fangwire.http.errors import ApiError
 from fangwire.http.jsonbody import json_depth_exceeds
-from fangwire_mcp.connection import ServerUnavailable
+from fangwire_mcp.connection import ServerConnection, ServerUnavailable
 from fangwire_mcp.manager import McpManager, ToolNotApproved
 from fangwire_mcp.prompts import LocalPrompt
 from fangwire_mcp.resources import LocalResource, LocalResourceTemplate, match_template
@@ -89,7 +89,10 @@ _CAPABILITIES: dict[str, Any] = {
     "tools": {"listChanged": False},
     "prompts": {"listChanged": False},
     "resources": {"listChanged": False, "subscribe": False},
+    "completions": {},
 }
+#: At most this many completion values are returned (the spec's limit).
+MAX_COMPLETIONS = 100
 #: "Resource not found" in the handshake era; 2026-07-28 uses -32602 instead.
 LEGACY_RESOURCE_NOT_FOUND = -32002
 #: The handshake era also has ``logging/setLevel`` (removed in 2026-07-28).
@@ -483,6 +486,8 @@ class McpServer:
             if modern:
                 templates.update(ttlMs=0, cacheScope="private")
             return templates
+        if method == "completion/complete":
+            return await self.complete(params, principal)
         if method == "resources/read":
             return await self.read_resource(params, principal, modern=modern)
         raise RpcError(METHOD_NOT_FOUND, f"Method not found: {method[:100]}")
@@ -541,6 +546,94 @@ class McpServer:
         dumped: dict[str, Any] = result.model_dump(by_alias=True, exclude_none=True, mode="json")
         dumped.pop("resultType", None)
         return dumped
+
+    async def complete(self, params: Mapping[str, Any], principal: Principal) -> dict[str, Any]:
+        """``completion/complete`` for a prompt argument or a resource-template variable."""
+        ref, argument = params.get("ref"), params.get("argument")
+        context = params.get("context")
+        if not isinstance(ref, dict) or ref.get("type") not in ("ref/prompt", "ref/resource"):
+            raise RpcError(
+                INVALID_PARAMS, "Invalid params: ref must be a ref/prompt or ref/resource"
+            )
+        if not (
+            isinstance(argument, dict)
+            and isinstance(argument.get("name"), str)
+            and isinstance(argument.get("value"), str)
+        ):
+            raise RpcError(INVALID_PARAMS, "Invalid params: argument needs a name and a value")
+        known = context.get("arguments") if isinstance(context, dict) else None
+        extra = (
+            {k: v for k, v in known.items() if isinstance(v, str)}
+            if isinstance(known, dict)
+            else None
+        )
+        values: list[str] | None = None
+        if ref["type"] == "ref/prompt":
+            values = await self._complete_prompt(ref.get("name"), argument, extra, principal)
+        else:
+            values = await self._complete_template(ref.get("uri"), argument, extra, principal)
+        found = list(values or [])
+        return {
+            "completion": {
+                "values": found[:MAX_COMPLETIONS],
+                "total": len(found),
+                "hasMore": len(found) > MAX_COMPLETIONS,
+            }
+        }
+
+    async def _complete_prompt(
+        self,
+        name: Any,
+        argument: Mapping[str, str],
+        context: Mapping[str, str] | None,
+        principal: Principal,
+    ) -> list[str] | None:
+        if not isinstance(name, str):
+            raise RpcError(INVALID_PARAMS, "Invalid params: ref.name is required")
+        local = self.local_prompts.get(name)
+        if local is not None and principal.role >= local.role:
+            if local.complete is None:
+                return None
+            return list(await local.complete(argument["name"], argument["value"]))
+        proxied = self.manager.prompts().get(name) if principal.role >= PROXIED_TOOL_ROLE else None
+        if proxied is None:
+            raise RpcError(INVALID_PARAMS, f"Unknown prompt: {name[:200]}")
+        connection, prompt = proxied
+        reference = mcp_types.PromptReference(type="ref/prompt", name=prompt.name)
+        return await self._complete_upstream(connection, reference, argument, context)
+
+    async def _complete_template(
+        self,
+        uri: Any,
+        argument: Mapping[str, str],
+        context: Mapping[str, str] | None,
+        principal: Principal,
+    ) -> list[str] | None:
+        if not isinstance(uri, str):
+            raise RpcError(INVALID_PARAMS, "Invalid params: ref.uri is required")
+        if any(t.uri_template == uri for t in self.local_templates if principal.role >= t.role):
+            return None
+        if principal.role >= PROXIED_TOOL_ROLE:
+            for connection, template in self.manager.resource_templates():
+                if template.uri_template == uri:
+                    reference = mcp_types.ResourceTemplateReference(type="ref/resource", uri=uri)
+                    return await self._complete_upstream(connection, reference, argument, context)
+        raise RpcError(INVALID_PARAMS, f"Unknown resource template: {uri[:200]}")
+
+    async def _complete_upstream(
+        self,
+        connection: ServerConnection,
+        reference: mcp_types.PromptReference | mcp_types.ResourceTemplateReference,
+        argument: Mapping[str, str],
+        context: Mapping[str, str] | None,
+    ) -> list[str] | None:
+        try:
+            values: list[str] | None = await connection.complete(reference, argument, context)
+        except ServerUnavailable as exc:
+            raise RpcError(INTERNAL_ERROR, str(exc)) from None
+        except MCPError as exc:
+            raise RpcError(exc.code, exc.message, exc.error.data) from None
+        return values
 
     def prompt_definitions(self, role: Role) -> list[dict[str, Any]]:
         prompts = [p.definition() for p in self.local_prompts.values() if role >= p.role]
