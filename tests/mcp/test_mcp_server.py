@@ -271,6 +271,9 @@ async def test_tools_are_filtered_by_role(base_url: str, mcp_runtime: Runtime) -
         assert not any(name.startswith("mcp_") for name in viewer)
         assert "fangwire_send_agent_message" in user and "mcp_everything_echo" in user
         assert "fangwire_verify_audit" in admin and "fangwire_verify_audit" not in user
+        assert server.prompt_definitions(Role.VIEWER) == []
+        assert server.resource_definitions(Role.VIEWER) == []
+        assert server.prompt_definitions(Role.USER) and server.resource_definitions(Role.USER)
         watcher = Principal(subject="watcher", role=Role.VIEWER, provider="test")
         from fangwire_mcp.server import RpcError
 
