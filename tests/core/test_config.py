@@ -122,6 +122,13 @@ def test_edit_creates_tables(config_file):
     assert tomllib.loads(config_file.path.read_text())["channels"]["irc"]["server"] == "irc.example"
 
 
+def test_mcp_table_is_kept_raw_for_its_plugin(config_file):
+    table = {"transport": "stdio", "command": "npx", "args": ["-y", "server"]}
+    config = config_file.set_value(["mcp", "servers", "everything"], table)
+    assert config.mcp["servers"]["everything"] == table
+    assert tomllib.loads(config_file.path.read_text())["mcp"]["servers"]["everything"] == table
+
+
 def test_invalid_edit_leaves_the_file_unchanged(config_file):
     before = config_file.path.read_text()
     with pytest.raises(ConfigError, match=r"rate_limit\.api_requests_per_minute"):
