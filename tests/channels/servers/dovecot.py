@@ -16,6 +16,7 @@ import imaplib
 import os
 import shutil
 import socket
+import ssl
 import subprocess
 import tempfile
 import time
@@ -25,7 +26,7 @@ from pathlib import Path
 
 import attrs
 
-from tests.channels.servers.selfsigned_ca import TestCertificates, make_certificates
+from tests.channels.servers.certs import self_signed
 
 START_TIMEOUT = 20.0
 #: Mailboxes made for one server (each test takes fresh ones).
@@ -52,6 +53,28 @@ def wait_for_port(
             if time.monotonic() > deadline:
                 raise RuntimeError(f"nothing listens on 127.0.0.1:{port}") from None
             time.sleep(0.05)
+
+
+@attrs.frozen
+class TestCertificates:
+    """A self-signed server certificate for 127.0.0.1; clients trust ``ca_file``."""
+
+    __test__ = False
+
+    cert_file: Path
+    key_file: Path
+
+    @property
+    def ca_file(self) -> Path:
+        return self.cert_file  # self-signed: the certificate is its own authority
+
+    def server_context(self) -> ssl.SSLContext:
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        context.load_cert_chain(self.cert_file, self.key_file)
+        return context
+
+    def client_context(self) -> ssl.SSLContext:
+        return ssl.create_default_context(cafile=str(self.ca_file))
 
 
 @attrs.define
@@ -178,7 +201,9 @@ def start_dovecot() -> Dovecot:
         "".join(f"{address}:{{PLAIN}}{password}\n" for address, password in pool.items()),
         encoding="utf-8",
     )
-    certs = make_certificates(root / "tls")
+    (root / "tls").mkdir()
+    self_signed(root / "tls", "127.0.0.1")
+    certs = TestCertificates(root / "tls" / "cert.pem", root / "tls" / "key.pem")
     config = root / "dovecot.conf"
     imap_port, imaps_port = free_port(), free_port()
     config.write_text(
