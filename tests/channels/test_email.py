@@ -33,6 +33,7 @@ from fangwire_channels.mailtext import (
     read_mail,
     reply_subject,
     split_agent_tag,
+    strip_quoted_tail,
 )
 from tests.channels.servers.dovecot import Dovecot, free_port, start_dovecot
 from tests.channels.servers.smtpd import Submission, start_submission
@@ -196,7 +197,7 @@ async def test_mail_is_answered_in_its_thread_over_tls(make_runtime, dovecot, su
             alice,
             bot,
             "Re: Hello bot",
-            "and again",
+            "and again\n\nOn Sunday the bot wrote:\n> echo: Subject: Hello bot\n>\n> ping\n",
             In_Reply_To=str(answer["Message-ID"]),
             References=f"{first_id} {answer['Message-ID']}",
         )
@@ -221,6 +222,7 @@ async def test_mail_is_answered_in_its_thread_over_tls(make_runtime, dovecot, su
     assert second["In-Reply-To"] == follow_id
     assert second["References"].split() == [first_id, str(answer["Message-ID"]), follow_id]
     assert inbound2.payload["thread_id"] == first_id
+    assert inbound2.payload["text"] == "Subject: Re: Hello bot\n\nand again"
 
 
 @pytest.mark.anyio
@@ -446,6 +448,14 @@ def test_plain_part_is_preferred_over_html() -> None:
     assert mail.text == "plain words"
     assert mail.from_address == "bob@example.org"
     assert mail.from_name == "Bob"
+
+
+def test_the_quoted_tail_of_a_reply_is_dropped() -> None:
+    reply = "Thanks, and one more thing.\n\nOn Mon, Ann <a@x> wrote:\n> echo: hello\n>\n> more\n"
+    assert strip_quoted_tail(reply) == "Thanks, and one more thing."
+    inline = "> your point\nmy answer\n> another point\nanother answer"
+    assert strip_quoted_tail(inline) == inline
+    assert strip_quoted_tail("> only a quote") == "> only a quote"
 
 
 def test_html_is_reduced_to_its_visible_text() -> None:

@@ -443,8 +443,10 @@ class EmailChannel(ChannelAdapter):
             tls_context=self._tls_context() if security != "plain" else None,
             timeout=COMMAND_TIMEOUT,
         )
+        protocol: Any = None
         try:
             async with smtp:
+                protocol = smtp.protocol
                 await smtp.login(str(self.settings["username"]), self.settings["password"].reveal())
                 refused, reply = await smtp.send_message(outgoing, recipients=[recipient])
         except aiosmtplib.SMTPRecipientsRefused as exc:
@@ -467,6 +469,8 @@ class EmailChannel(ChannelAdapter):
             ) from None
         except aiosmtplib.SMTPException as exc:
             raise ChannelError(f"SMTP server {host}:{port}: {exc}") from None
+        finally:
+            await _closed(protocol)
         if refused:
             address, (code, text) = next(iter(refused.items()))
             raise _refusal(f"{address} refused", code, text)
@@ -507,6 +511,15 @@ async def _until_lost(what: str, call: Callable[[], Any], lost: anyio.Event) -> 
     if isinstance(outcome[0], ChannelError):
         raise outcome[0]
     return outcome[0]
+
+
+async def _closed(protocol: Any) -> None:
+    """Wait (briefly) until an SMTP connection has really gone: aiosmtplib closes a TLS
+    connection with a close_notify exchange that runs on after ``close()`` returns."""
+    with anyio.move_on_after(2):
+        # aiosmtplib offers no event for the end of the connection, only this flag
+        while protocol is not None and not getattr(protocol, "_connection_lost", True):  # noqa: ASYNC110
+            await anyio.sleep(0.01)
 
 
 def _refusal(what: str, code: int, text: str) -> ChannelError:

@@ -2,8 +2,8 @@
 
 - :func:`read_mail` turns raw RFC 5322 bytes into a :class:`Mail`: decoded (RFC 2047)
   subject and addresses, the text (the ``text/plain`` part preferred, else the ``text/html``
-  part with its markup stripped), the threading ids and the agent named by a leading
-  ``[agent]`` in the subject.
+  part with its markup stripped; a reply's quoted tail dropped), the threading ids and the
+  agent named by a leading ``[agent]`` in the subject.
 - :func:`build_answer` writes a plain-text answer threaded under the mail it answers
   (``In-Reply-To``, ``References``, ``Re: <subject>``).
 """
@@ -97,10 +97,25 @@ def message_ids(value: str | None) -> tuple[str, ...]:
     return tuple(_MSGID.findall(value or ""))
 
 
+def strip_quoted_tail(text: str) -> str:
+    """Drop the quoted copy of earlier mail a reply carries below the new text: the trailing
+    ``>`` lines and the "On ... wrote:" line above them. Quotes between new lines stay."""
+    lines = text.rstrip().splitlines()
+    end = len(lines)
+    while end and (lines[end - 1].startswith(">") or not lines[end - 1].strip()):
+        end -= 1
+    if end == len(lines):
+        return text.strip()
+    if end and lines[end - 1].rstrip().endswith(("wrote:", "schrieb:", "a écrit :")):
+        end -= 1
+    kept = "\n".join(lines[:end]).strip()
+    return kept or text.strip()
+
+
 def _body_text(message: email.message.EmailMessage) -> str:
     part = message.get_body(preferencelist=("plain",))
     if part is not None:
-        return _content(part).strip()
+        return strip_quoted_tail(_content(part))
     part = message.get_body(preferencelist=("html",))
     if part is not None:
         return html_to_text(_content(part))
