@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 import anyio
 import pytest
 
 from fangwire.channelkit.manager import ChannelNotConfigured
 from fangwire.channels import ChannelError, OutboundMessage
 from fangwire.runtime import Runtime
+from fangwire.testing.channels import ChannelConformance
 from fangwire_channels.test import TestChannel
 
 TIMEOUT = 10
@@ -130,3 +133,61 @@ async def test_inbound_text_is_scanned_for_prompt_injection(make_runtime) -> Non
             benign = await sub.receive()
     assert any(w["severity"] == "high" for w in hostile.payload["injection_warnings"])
     assert benign.payload["injection_warnings"] == []
+
+
+class LoopbackPeer:
+    """The user side of the loopback platform: injects messages and reads the transcript."""
+
+    settings: ClassVar = {"bot_name": "helper", "refuse_targets": ["nobody"]}
+    target = "peer"
+    refused_target = "nobody"
+    unreachable_settings = None
+
+    def __init__(self) -> None:
+        self.runtime: Runtime | None = None
+
+    def attach(self, runtime: Runtime) -> None:
+        self.runtime = runtime
+
+    def _channel(self) -> TestChannel:
+        assert self.runtime is not None
+        return adapter(self.runtime)
+
+    async def inbound(self, text: str) -> None:
+        self._channel().inject(sender=self.target, chat=self.target, text=text)
+
+    async def received(self, count: int) -> list[str]:
+        sent = await self._channel().wait_for_sent(count)
+        return [s.text for s in sent if s.target == self.target]
+
+
+class TestLoopbackConformance(ChannelConformance):
+    adapter = TestChannel
+
+    @pytest.fixture
+    def peer(self) -> LoopbackPeer:
+        return LoopbackPeer()
+
+
+@pytest.mark.anyio
+async def test_accepted_message_survives_a_stop_before_it_was_answered(make_runtime) -> None:
+    first = make_runtime(CONFIG)
+    started = anyio.Event()
+
+    async def stuck(*args, **kwargs):
+        started.set()
+        await anyio.sleep_forever()
+
+    async with first.serving():
+        first.agents.message = stuck  # the model never answers before the daemon stops
+        adapter(first).inject(sender="ivy", chat="ivy", text="remember me")
+        with anyio.fail_after(TIMEOUT):
+            await started.wait()
+    second = make_runtime(CONFIG)
+    async with second.serving():
+        with anyio.fail_after(TIMEOUT):
+            sent = await adapter(second).wait_for_sent(1)
+        await anyio.sleep(0.05)
+        left = await second.store.fetch_all("SELECT * FROM channel_inbox")
+    assert [(s.target, s.text) for s in sent] == [("ivy", "echo: remember me")]
+    assert left == []

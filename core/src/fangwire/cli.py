@@ -4,6 +4,8 @@
 ``fangwire init [--force]``              write a commented config.toml with safe defaults
 ``fangwire version``                     print the version
 ``fangwire plugins [--json]``            list plugins as ``/-/plugins`` does
+``fangwire channels ...``                manage channels of the running daemon (see
+                                         :mod:`fangwire.cli_channels`)
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ import logging
 import sys
 from collections.abc import Sequence
 
-from fangwire import __version__
+from fangwire import __version__, cli_channels
 from fangwire.config import ConfigError, is_loopback_host, parse_listen
 from fangwire.configfile import atomic_write_text, default_config_text
 from fangwire.home import CONFIG_FILE_NAME, ensure_home, resolve_home
@@ -34,6 +36,7 @@ def _parser() -> argparse.ArgumentParser:
     commands.add_parser("version", help="print the version")
     plugins = commands.add_parser("plugins", help="list installed plugins and their status")
     plugins.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    cli_channels.add_parser(commands)
     return parser
 
 
@@ -47,6 +50,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _init(force=args.force)
         if args.command == "plugins":
             return _plugins(as_json=args.json)
+        if args.command == "channels":
+            return cli_channels.run(args)
         return _serve(args.host, args.port)
     except ConfigError as exc:
         print(f"fangwire: invalid configuration\n{exc}", file=sys.stderr)

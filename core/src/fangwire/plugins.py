@@ -51,6 +51,7 @@ BUILTIN_PLUGINS: tuple[str, ...] = (
     "fangwire.defaults.provider_openai",
     "fangwire.defaults.usage_routes",
     "fangwire.defaults.comms_routes",
+    "fangwire.defaults.channel_routes",
 )
 
 PluginStatus = Literal["loaded", "failed", "disabled"]

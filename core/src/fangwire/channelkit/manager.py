@@ -26,6 +26,7 @@ import attrs
 from fangwire.bus import BusEvent
 from fangwire.channelkit import settings as channel_settings
 from fangwire.channelkit.chunking import split_message
+from fangwire.channelkit.inbox import CHANNEL_MIGRATIONS, Inbox
 from fangwire.channelkit.policy import ChannelPolicy
 from fangwire.channelkit.retry import Backoff
 from fangwire.channelkit.router import route_inbound
@@ -118,6 +119,7 @@ class ChannelManager:
 
     async def start_all(self) -> list[str]:
         """Start every configured, enabled channel; return the names that started."""
+        await self.runtime.store.migrate(CHANNEL_MIGRATIONS)
         result = await self.reload(reread=False)
         return list(result.started)
 
@@ -211,7 +213,11 @@ class ChannelManager:
         )
         adapter = self.classes[name](ctx)
         runner = ChannelRunner(
-            adapter, policy, resolved.fingerprint, functools.partial(route_inbound, self.runtime)
+            adapter,
+            policy,
+            resolved.fingerprint,
+            functools.partial(route_inbound, self.runtime),
+            Inbox(self.runtime.store),
         )
         runner_box.append(runner)
         self.runners[name] = runner
@@ -251,7 +257,9 @@ class ChannelManager:
                 runner.counters.send_failures += 1
                 runner.counters.last_error = exc.reason
                 if ids:
-                    exc.reason = f"{exc.reason} (after {index} of {len(chunks)} parts were sent)"
+                    raise ChannelError(
+                        f"{exc.reason} (after {index} of {len(chunks)} parts were sent)"
+                    ) from exc
                 raise
             ids.extend(receipt.message_ids)
             runner.counters.sent += 1
@@ -280,7 +288,7 @@ class ChannelManager:
                     receipt = await adapter.send(target, message)
             except TimeoutError:
                 error = ChannelError(
-                    f"no answer within {SEND_TIMEOUT_SECONDS:.0f} s", retryable=False
+                    f"no answer within {SEND_TIMEOUT_SECONDS:g} s", retryable=False
                 )
             except ChannelError as exc:
                 error = exc

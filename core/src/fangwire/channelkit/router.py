@@ -39,6 +39,11 @@ def publish_inbound(runtime: Runtime, message: InboundMessage) -> None:
                 "text": message.text,
                 "thread_id": message.thread_id,
                 "is_group": message.is_group,
+                "message_id": message.message_id,
+                "attachments": [
+                    {"url": a.url, "name": a.name, "content_type": a.content_type, "size": a.size}
+                    for a in message.attachments
+                ],
                 "injection_warnings": [
                     {"rule": f.rule, "severity": f.severity, "excerpt": f.excerpt} for f in findings
                 ],

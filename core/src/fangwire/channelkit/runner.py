@@ -22,6 +22,7 @@ import anyio
 import attrs
 from anyio.abc import TaskGroup
 
+from fangwire.channelkit.inbox import Inbox
 from fangwire.channelkit.policy import UserRateLimit
 from fangwire.channelkit.retry import Backoff, ReconnectLoop
 from fangwire.channels import ChannelAdapter, ChannelError, InboundMessage
@@ -66,6 +67,7 @@ class ChannelRunner:
         policy: ChannelPolicy,
         fingerprint: str,
         handler: Handler,
+        inbox: Inbox,
         *,
         backoff: Backoff = RECONNECT_BACKOFF,
         rng: random.Random | None = None,
@@ -79,6 +81,7 @@ class ChannelRunner:
         self.state = "stopped"
         self.started = False
         self._handler = handler
+        self._inbox = inbox
         self._backoff = backoff
         self._rng = rng or random.Random()  # noqa: S311 - jitter, not security
         self._host: asyncio.Task[None] | None = None
@@ -112,6 +115,8 @@ class ChannelRunner:
     async def _main(self) -> None:
         try:
             async with anyio.create_task_group() as tg:
+                for row_id, message in await self._inbox.pending(self.name):
+                    tg.start_soon(self._handle, message, row_id)
                 self._tg = tg
                 self._ready.set()
                 await self.loop.run(
@@ -163,17 +168,21 @@ class ChannelRunner:
     # -- inbound ------------------------------------------------------------------------------
 
     async def deliver(self, message: InboundMessage) -> None:
-        """Accept an inbound message; it is handled in the background (bounded concurrency)."""
-        self.counters.received += 1
-        self.counters.last_message_at = rfc3339()
+        """Accept an inbound message: durable when this returns, then handled in the
+        background (bounded concurrency)."""
         tg = self._tg
         if tg is None:
             raise ChannelError(f"channel {self.name!r} is not running", retryable=True)
-        tg.start_soon(self._handle, message)
+        row_id = await self._inbox.accept(message)
+        self.counters.received += 1
+        self.counters.last_message_at = rfc3339()
+        tg.start_soon(self._handle, message, row_id)
 
-    async def _handle(self, message: InboundMessage) -> None:
+    async def _handle(self, message: InboundMessage, row_id: int) -> None:
         async with self._inbound:
             try:
                 await self._handler(self, message)
             except Exception:
                 log.exception("channel %s: inbound message could not be handled", self.name)
+            # Not reached when cancelled (shutdown): the message stays for the next start.
+            await self._inbox.done(row_id)
