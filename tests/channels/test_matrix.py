@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import socket
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 
@@ -13,6 +14,7 @@ from servers.synapse import MatrixUser, Synapse, synapse_fixture  # noqa: F401 -
 
 from fangwire.channels import ChannelError, OutboundMessage
 from fangwire.runtime import Runtime
+from fangwire.testing.channels import ChannelConformance
 from fangwire_channels.matrix import MAX_CONTENT_JSON_BYTES, MAX_TEXT_BYTES, MatrixChannel, _refusal
 
 TIMEOUT = 40
@@ -278,7 +280,8 @@ async def test_password_login_and_secrets_stay_out_of_logs(
                 while runtime.channels.running("matrix").status != "running":
                     await anyio.sleep(0.05)
             channel = adapter(runtime)
-            session_token = channel._token
+            assert channel._token is not None
+            session_token = channel._token.reveal()
             assert channel.user_id == bot.user_id
             room = await dm_with_bot(alice, bot)
             since = (await alice.sync())["next_batch"]
@@ -313,3 +316,84 @@ async def test_missing_credentials_are_reported(make_runtime, synapse) -> None:
             while runner.counters.last_error is None:
                 await anyio.sleep(0.05)
     assert "access_token" in runner.counters.last_error
+
+
+# -- conformance ---------------------------------------------------------------------------------
+
+
+def _closed_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class MatrixPeer:
+    """A second Matrix account in a two-person room with the bot (plain HTTP calls)."""
+
+    def __init__(self, server: Synapse) -> None:
+        self.server = server
+        self.alice = server.register("peer")
+        self.bot = server.register("bot")
+        headers = {"Authorization": f"Bearer {self.alice.token}"}
+        created = httpx.post(
+            server.url("/createRoom"),
+            json={"preset": "private_chat", "invite": [self.bot.user_id], "is_direct": True},
+            headers=headers,
+            timeout=10,
+        )
+        created.raise_for_status()
+        self.room = created.json()["room_id"]
+        joined = httpx.post(
+            server.url(f"/join/{self.room}"),
+            json={},
+            headers={"Authorization": f"Bearer {self.bot.token}"},
+            timeout=10,
+        )
+        joined.raise_for_status()
+        synced = httpx.get(server.url("/sync"), params={"timeout": 0}, headers=headers, timeout=10)
+        self._since = synced.json()["next_batch"]
+        self._got: list[str] = []
+        self._txn = 0
+        self.settings = {"homeserver_url": server.base_url, "access_token": self.bot.token}
+        self.target = self.room
+        self.refused_target = "!doesnotexist:localhost"
+        self.unreachable_settings = {
+            "homeserver_url": f"http://127.0.0.1:{_closed_port()}",
+            "access_token": self.bot.token,
+        }
+
+    async def inbound(self, text: str) -> None:
+        async with httpx.AsyncClient(timeout=10) as client:
+            self._txn += 1
+            response = await client.put(
+                self.server.url(f"/rooms/{self.room}/send/m.room.message/peer{self._txn}"),
+                json={"msgtype": "m.text", "body": text},
+                headers={"Authorization": f"Bearer {self.alice.token}"},
+            )
+            response.raise_for_status()
+
+    async def received(self, count: int) -> list[str]:
+        headers = {"Authorization": f"Bearer {self.alice.token}"}
+        async with httpx.AsyncClient(timeout=30) as client:
+            while len(self._got) < count:
+                response = await client.get(
+                    self.server.url("/sync"),
+                    params={"since": self._since, "timeout": 5000},
+                    headers=headers,
+                )
+                response.raise_for_status()
+                data = response.json()
+                self._since = data["next_batch"]
+                room = data.get("rooms", {}).get("join", {}).get(self.room, {})
+                for event in room.get("timeline", {}).get("events", []):
+                    if event["type"] == "m.room.message" and event["sender"] == self.bot.user_id:
+                        self._got.append(event["content"]["body"])
+        return list(self._got)
+
+
+class TestMatrixConformance(ChannelConformance):
+    adapter = MatrixChannel
+
+    @pytest.fixture
+    def peer(self, synapse: Synapse) -> MatrixPeer:
+        return MatrixPeer(synapse)

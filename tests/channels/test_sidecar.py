@@ -9,7 +9,7 @@ import os
 import signal
 import sys
 import textwrap
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 
@@ -20,7 +20,8 @@ from servers.ntfy_lite import FakeNtfy
 
 from fangwire.channels import ChannelError, OutboundMessage
 from fangwire.runtime import Runtime
-from fangwire.testing.live import live_server
+from fangwire.testing.channels import ChannelConformance
+from fangwire.testing.live import live_server, threaded_server
 from fangwire_channels.sidecar import RECEIPT_DETAIL, SidecarChannel
 
 TIMEOUT = 30
@@ -263,3 +264,49 @@ env = ["BAD NAME=1"]
             while runner.counters.last_error is None:
                 await anyio.sleep(0.05)
     assert runner.counters.last_error == "env: 'BAD NAME' is not an environment variable name"
+
+
+# -- conformance ---------------------------------------------------------------------------------
+
+
+class NtfyPeer:
+    """A person on an ntfy topic served through librefang-sdk's ntfy sidecar."""
+
+    def __init__(self, fake: FakeNtfy, url: str) -> None:
+        self.fake = fake
+        self.url = url
+        self.settings = {
+            "command": sys.executable,
+            "args": ["-m", "librefang.sidecar.adapters.ntfy"],
+            "channel_type": "ntfy",
+            "env": [f"NTFY_TOPIC={TOPIC}", f"NTFY_SERVER_URL={url}"],
+            "bot_user_ids": ["LibreFang"],
+            "group_policy": "all",
+        }
+        self.target = TOPIC
+        # The sidecar protocol cannot report a refused send (see the module under test).
+        self.refused_target = None
+        self.unreachable_settings = {**self.settings, "command": "/nonexistent/fangwire-sidecar"}
+
+    async def inbound(self, text: str) -> None:
+        with anyio.fail_after(TIMEOUT):
+            await self.fake.wait_until(lambda: self.fake.subscribers(TOPIC) >= 1)
+        async with httpx.AsyncClient() as client:
+            response = await client.post(
+                f"{self.url}/{TOPIC}", content=text.encode(), headers={"Title": "alice"}
+            )
+            response.raise_for_status()
+
+    async def received(self, count: int) -> list[str]:
+        await self.fake.wait_until(lambda: len(answers(self.fake)) >= count)
+        return answers(self.fake)
+
+
+class TestSidecarConformance(ChannelConformance):
+    adapter = SidecarChannel
+
+    @pytest.fixture
+    def peer(self) -> Iterator[NtfyPeer]:
+        fake = FakeNtfy()
+        with threaded_server(fake.app) as url:
+            yield NtfyPeer(fake, url)

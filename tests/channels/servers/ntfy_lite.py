@@ -9,7 +9,9 @@
   otherwise, with ntfy's error body).
 
 Messages are delivered to the subscribers connected when they are published, like ntfy
-without a ``since`` parameter. Run it with :func:`fangwire.testing.live.live_server`.
+without a ``since`` parameter. Run it with :func:`fangwire.testing.live.live_server` or
+:func:`~fangwire.testing.live.threaded_server` (the test-side helpers poll, so they work from
+any event loop).
 """
 
 from __future__ import annotations
@@ -34,7 +36,6 @@ class FakeNtfy:
         self.messages: list[dict[str, Any]] = []
         self.refused: list[int] = []
         self._subscribers: dict[str, set[MemoryObjectSendStream[dict[str, Any]]]] = {}
-        self._changed = anyio.Event()
         self.app = Starlette(
             routes=[
                 Route("/{topic}/sse", self.subscribe_sse, methods=["GET"]),
@@ -50,11 +51,7 @@ class FakeNtfy:
 
     async def wait_until(self, check: Callable[[], bool]) -> None:
         while not check():
-            await self._changed.wait()
-
-    def _notify(self) -> None:
-        self._changed.set()
-        self._changed = anyio.Event()
+            await anyio.sleep(0.02)
 
     # -- API ----------------------------------------------------------------------------------
 
@@ -97,7 +94,6 @@ class FakeNtfy:
                 stream.send_nowait(message)
             except (anyio.WouldBlock, anyio.BrokenResourceError, anyio.ClosedResourceError):
                 self._subscribers[topic].discard(stream)
-        self._notify()
         return JSONResponse(message)
 
     async def _stream(
@@ -105,7 +101,6 @@ class FakeNtfy:
     ) -> AsyncIterator[str]:
         send, receive = anyio.create_memory_object_stream[dict[str, Any]](100)
         self._subscribers.setdefault(topic, set()).add(send)
-        self._notify()
         try:
             yield render(
                 {
@@ -121,7 +116,6 @@ class FakeNtfy:
         finally:
             self._subscribers.get(topic, set()).discard(send)
             send.close()
-            self._notify()
 
     async def subscribe_sse(self, request: Request) -> Response:
         refusal = self._refusal(request)

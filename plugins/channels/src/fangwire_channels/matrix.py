@@ -45,6 +45,7 @@ from fangwire.channels import (
     OutboundMessage,
 )
 from fangwire.hookspecs import hookimpl
+from fangwire.secrets.value import Secret
 
 CLIENT_API = "/_matrix/client/v3"
 #: Account-data event type holding the channel's sync position.
@@ -122,7 +123,7 @@ class MatrixChannel(ChannelAdapter):
         super().__init__(ctx)
         self.user_id = ""
         self.display_name_of_bot = ""
-        self._token = ""
+        self._token: Secret | None = None
         self._logged_in = False
         self._since: str | None = None
         self._account_state: dict[str, Any] = {}
@@ -135,6 +136,8 @@ class MatrixChannel(ChannelAdapter):
         )
 
     # -- settings ------------------------------------------------------------------------------
+
+    _filter = json.dumps(SYNC_FILTER, separators=(",", ":"))
 
     @property
     def base_url(self) -> str:
@@ -157,7 +160,9 @@ class MatrixChannel(ChannelAdapter):
         auth: bool = True,
     ) -> dict[str, Any]:
         """One Client-Server API call; a refusal raises :class:`ChannelError` (errcode: error)."""
-        headers = {"Authorization": f"Bearer {self._token}"} if auth else {}
+        headers = {}
+        if auth and self._token is not None:
+            headers["Authorization"] = f"Bearer {self._token.reveal()}"
         try:
             response = await self.ctx.http.request(
                 method,
@@ -189,7 +194,7 @@ class MatrixChannel(ChannelAdapter):
         token = self.settings.get("access_token")
         password = self.settings.get("password")
         if token is not None:
-            self._token = token.reveal()
+            self._token = token
             whoami = await self._request("GET", "/account/whoami")
             self.user_id = str(whoami.get("user_id") or "")
             configured = self.settings.get("user_id")
@@ -210,6 +215,14 @@ class MatrixChannel(ChannelAdapter):
                     await self._join(room)
         if self._since is None:
             self._since = await self._load_since()
+        if self._since is None:
+            # First start: take the current position without answering history.
+            first = await self._request(
+                "GET", "/sync", params={"timeout": 0, "filter": self._filter}
+            )
+            await self._handle_invites(first)
+            self._since = str(first["next_batch"])
+            await self._save_since(self._since)
         self.ctx.log.info("matrix channel %s signed in as %s", self.ctx.name, self.user_id)
 
     async def _login(self, user_id: str, password: str) -> None:
@@ -224,10 +237,11 @@ class MatrixChannel(ChannelAdapter):
             },
             auth=False,
         )
-        self._token = str(data.get("access_token") or "")
-        self.user_id = str(data.get("user_id") or user_id)
-        if not self._token:
+        token = data.get("access_token")
+        if not isinstance(token, str) or not token:
             raise ChannelError("the homeserver's login answer has no access token")
+        self._token = Secret(token)
+        self.user_id = str(data.get("user_id") or user_id)
         self._logged_in = True
 
     async def _display_name(self) -> str:
@@ -267,31 +281,23 @@ class MatrixChannel(ChannelAdapter):
         return f"next_batch:{self.ctx.name}"
 
     async def stop(self) -> None:
-        if self._logged_in and self._token:
+        if self._logged_in and self._token is not None:
             try:
                 await self._request("POST", "/logout", body={}, seconds=5.0)
             except ChannelError as exc:
                 self.ctx.log.info("matrix %s: logout failed: %s", self.ctx.name, exc.reason)
             self._logged_in = False
-        self._token = ""
+        self._token = None
 
     # -- receiving -----------------------------------------------------------------------------
 
     async def receive(self) -> None:
         """Long-poll /sync until the homeserver fails; each batch is handled, then recorded."""
-        sync_filter = json.dumps(SYNC_FILTER, separators=(",", ":"))
-        if self._since is None:
-            first = await self._request(
-                "GET", "/sync", params={"timeout": 0, "filter": sync_filter}
-            )
-            await self._handle_invites(first)
-            self._since = str(first["next_batch"])
-            await self._save_since(self._since)
         while True:
             data = await self._request(
                 "GET",
                 "/sync",
-                params={"since": self._since, "timeout": SYNC_TIMEOUT_MS, "filter": sync_filter},
+                params={"since": self._since, "timeout": SYNC_TIMEOUT_MS, "filter": self._filter},
                 seconds=SYNC_TIMEOUT_MS / 1000 + 15.0,
             )
             next_batch = str(data.get("next_batch") or "")
@@ -421,7 +427,7 @@ class MatrixChannel(ChannelAdapter):
     # -- sending -------------------------------------------------------------------------------
 
     async def send(self, target: str, message: OutboundMessage) -> DeliveryReceipt:
-        if not self._token:
+        if self._token is None:
             raise ChannelError("not signed in to the homeserver yet", retryable=True)
         content: dict[str, Any] = {"msgtype": "m.text", "body": message.text}
         if message.thread_id:

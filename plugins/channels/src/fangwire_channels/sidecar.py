@@ -49,6 +49,7 @@ from fangwire.channels import (
     ConfigField,
     DeliveryReceipt,
     InboundMessage,
+    LengthUnit,
     OutboundMessage,
 )
 from fangwire.hookspecs import hookimpl
@@ -78,6 +79,10 @@ class SidecarChannel(ChannelAdapter):
     category = "development"
     icon = "SC"
     capabilities = frozenset({"send", "receive", "threads", "groups"})
+    #: Sidecars cut to their platform's own limit; answers are pre-cut at a size every
+    #: platform of LibreFang's catalog accepts or splits cleanly.
+    max_message_length = 4096
+    length_unit = LengthUnit.CHARACTERS
     config_fields = (
         ConfigField(
             "command",
@@ -129,6 +134,9 @@ class SidecarChannel(ChannelAdapter):
         super().__init__(ctx)
         self._conn: StdioConnection | None = None
         self._ready = False
+        self._ready_event = anyio.Event()
+        #: True from the moment a receive session begins until it ends.
+        self._session_active = False
         self._write_lock = anyio.Lock()
         #: The params of the sidecar's last ``ready`` event (capabilities, protocol_version...).
         self.ready_params: dict[str, Any] = {}
@@ -141,8 +149,12 @@ class SidecarChannel(ChannelAdapter):
         return str(self.settings.get("channel_type") or "sidecar")
 
     def child_environment(self) -> dict[str, str]:
+        return self._environment()[0]
+
+    def _environment(self) -> tuple[dict[str, str], list[str]]:
         """The variables ``env`` declares, with pass-through names read from the daemon's."""
         declared: dict[str, str] = {}
+        passed: list[str] = []
         for entry in self.settings.get("env") or []:
             name, has_value, value = entry.partition("=")
             name = name.strip()
@@ -152,9 +164,10 @@ class SidecarChannel(ChannelAdapter):
                 declared[name] = value
             elif name in self.ctx.environ:
                 declared[name] = self.ctx.environ[name]
+                passed.append(self.ctx.environ[name])
             else:
                 self.ctx.log.info("sidecar %s: %s is not set; not passed", self.ctx.name, name)
-        return declared
+        return declared, passed
 
     def _positive(self, key: str) -> float:
         value = self.settings.get(key)
@@ -173,29 +186,51 @@ class SidecarChannel(ChannelAdapter):
 
     async def receive(self) -> None:
         """Run one sidecar process until it exits; it is stopped when this is cancelled."""
+        self._session_active = True
+        try:
+            await self._run_process()
+        finally:
+            self._session_active = False
+            self._ready = False
+            self._ready_event = anyio.Event()
+
+    async def _run_process(self) -> None:
         command = str(self.settings["command"])
         args = [str(a) for a in self.settings.get("args") or []]
         label = f"sidecar {self.ctx.name} ({self.platform})"
-        async with open_stdio_process(
-            command,
-            args,
-            env=self.child_environment(),
-            parent_environ=self.ctx.environ,
-            name=label,
-            scrub=lambda text: text,  # the daemon's log handlers scrub known secrets
-            logger=self.ctx.log,
-            max_line_bytes=MAX_FRAME_BYTES,
-            grace_seconds=KILL_GRACE_SECONDS,
-        ) as conn:
-            self._conn = conn
-            self.pid = conn.pid
-            try:
-                await self._session(conn)
-            finally:
-                self._conn = None
-                self._ready = False
-                with anyio.CancelScope(shield=True):
-                    await self._shutdown(conn)
+        env, passed = self._environment()
+        # Values passed through from the daemon's environment are secrets as far as the
+        # sidecar's log lines go (the daemon's handlers scrub the secrets it knows).
+        hidden = sorted((v for v in passed if len(v) >= 4), key=len, reverse=True)
+
+        def scrub(text: str) -> str:
+            for value in hidden:
+                text = text.replace(value, "****")
+            return text
+
+        try:
+            async with open_stdio_process(
+                command,
+                args,
+                env=env,
+                parent_environ=self.ctx.environ,
+                name=label,
+                scrub=scrub,
+                logger=self.ctx.log,
+                max_line_bytes=MAX_FRAME_BYTES,
+                grace_seconds=KILL_GRACE_SECONDS,
+            ) as conn:
+                self._conn = conn
+                self.pid = conn.pid
+                try:
+                    await self._session(conn)
+                finally:
+                    self._conn = None
+                    self._ready = False
+                    with anyio.CancelScope(shield=True):
+                        await self._shutdown(conn)
+        except OSError as exc:  # the command could not be started
+            raise ChannelError(f"could not start {command!r}: {exc.strerror or exc}") from None
 
     async def _session(self, conn: StdioConnection) -> None:
         ready_timeout = self._positive("ready_timeout_secs")
@@ -280,6 +315,7 @@ class SidecarChannel(ChannelAdapter):
                         ", ".join(map(str, params.get("capabilities") or [])) or "none",
                     )
                 self._ready = True
+                self._ready_event.set()
             case "message":
                 message = self._inbound(params)
                 if message is not None:
@@ -333,6 +369,10 @@ class SidecarChannel(ChannelAdapter):
     # -- sending -------------------------------------------------------------------------------
 
     async def send(self, target: str, message: OutboundMessage) -> DeliveryReceipt:
+        if self._session_active and not self._ready:
+            # A sidecar is starting: give it its ready timeout to announce itself.
+            with anyio.move_on_after(self._positive("ready_timeout_secs")):
+                await self._ready_event.wait()
         conn = self._conn
         if conn is None or not self._ready:
             raise ChannelError("the sidecar is not running or not ready yet", retryable=True)
