@@ -238,6 +238,38 @@ async def test_long_answers_fit_the_event_size_limit(make_runtime, synapse) -> N
     assert " ".join(got).split() == words.split()
 
 
+async def test_rate_limited_send_waits_as_the_homeserver_asks(make_runtime, synapse) -> None:
+    async with users(synapse, "alice", "bot") as (alice, bot):
+        async with serving(make_runtime, synapse, bot) as runtime:
+            room = await dm_with_bot(alice, bot)
+            channel = adapter(runtime)
+            since = (await alice.sync())["next_batch"]
+            # From now on the bot may send one message per second (synapse's admin override).
+            admin = synapse.register_admin("admin")
+            try:
+                override = await admin.client.post(
+                    f"{synapse.base_url}/_synapse/admin/v1/users/{bot.user_id}/override_ratelimit",
+                    json={"messages_per_second": 1, "burst_count": 1},
+                )
+                override.raise_for_status()
+            finally:
+                await admin.aclose()
+            with anyio.fail_after(TIMEOUT):
+                await runtime.channels.send("matrix", room, OutboundMessage(text="first"))
+            with pytest.raises(ChannelError, match="M_LIMIT_EXCEEDED") as limited:
+                await channel.send(room, OutboundMessage(text="too soon"))
+            with anyio.fail_after(TIMEOUT):
+                receipt = await runtime.channels.send(
+                    "matrix", room, OutboundMessage(text="after the limit")
+                )
+            got = await answers(alice, room, since, 2, bot)
+    assert limited.value.retryable is True
+    assert limited.value.retry_after is not None
+    assert 0 < limited.value.retry_after <= 30
+    assert len(receipt.message_ids) == 1
+    assert got == ["first", "after the limit"]
+
+
 async def test_rate_limits_are_retryable_and_refusals_are_not() -> None:
     response = httpx.Response(
         429,

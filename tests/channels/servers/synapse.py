@@ -10,6 +10,8 @@ A missing or broken install fails the tests that need it; nothing is skipped.
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import hmac
 import json
 import os
 import shutil
@@ -78,6 +80,7 @@ class Synapse:
         self.process: subprocess.Popen[bytes] | None = None
         self._log = workdir / "synapse.log"
         self._counter = 0
+        self.shared_secret = ""
 
     # -- process ------------------------------------------------------------------------------
 
@@ -106,6 +109,7 @@ class Synapse:
             for line in generated.splitlines():
                 if line.startswith(f"{key}:"):
                     secrets[key] = json.loads(line.split(":", 1)[1].strip())
+        self.shared_secret = secrets["registration_shared_secret"]
         # JSON is YAML: write the whole file ourselves.
         settings: dict[str, Any] = {
             "server_name": "localhost",
@@ -218,6 +222,23 @@ class Synapse:
             second = httpx.post(self.url("/register"), json=body, timeout=10)
             second.raise_for_status()
             data = second.json()
+        return MatrixUser(self, data["user_id"], data["access_token"], password)
+
+    def register_admin(self, prefix: str, password: str = "pw-admin-1") -> MatrixUser:  # noqa: S107
+        """Register a server admin through the shared-secret admin API."""
+        self._counter += 1
+        username = f"{prefix}{self._counter}{os.getpid()}"
+        endpoint = f"{self.base_url}/_synapse/admin/v1/register"
+        nonce = httpx.get(endpoint, timeout=10).json()["nonce"]
+        mac = hmac.new(
+            self.shared_secret.encode(),
+            b"\x00".join([nonce.encode(), username.encode(), password.encode(), b"admin"]),
+            hashlib.sha1,
+        ).hexdigest()
+        body = {"nonce": nonce, "username": username, "password": password, "admin": True}
+        response = httpx.post(endpoint, json={**body, "mac": mac}, timeout=10)
+        response.raise_for_status()
+        data = response.json()
         return MatrixUser(self, data["user_id"], data["access_token"], password)
 
 
