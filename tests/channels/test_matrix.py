@@ -178,6 +178,10 @@ async def test_configured_rooms_are_joined_at_start(make_runtime, synapse) -> No
         )
         async with serving(make_runtime, synapse, bot, f'allowed_rooms = ["{room}"]'):
             await wait_joined(alice, room, bot.user_id)
+            since = (await alice.sync())["next_batch"]
+            await alice.send_text(room, "first words in a configured room")
+            got = await answers(alice, room, since, 1, bot)
+    assert got == ["echo: first words in a configured room"]
 
 
 async def test_send_refusals_carry_the_errcode(make_runtime, synapse) -> None:

@@ -346,25 +346,22 @@ class MatrixChannel(ChannelAdapter):
 
     async def _handle_room(self, room_id: str, room: Mapping[str, Any]) -> None:
         timeline = (room.get("timeline") or {}).get("events") or []
-        state = (room.get("state") or {}).get("events") or []
         summary = room.get("summary") or {}
         if isinstance(summary.get("m.joined_member_count"), int):
             self._members[room_id] = summary["m.joined_member_count"]
-        new_room = room_id not in self._joined
-        for event in state:
-            if self._is_own_join(event):
-                new_room = True
         self._joined.add(room_id)
-        # A room joined in this batch comes with its recent history: answer only what was
-        # written after the bot's own join event.
-        live = not new_room
-        for event in timeline:
+        # A room joined in this batch comes with history from before the bot was there:
+        # answer only what follows the bot's own join. (When the join is not in the timeline
+        # it came before the timeline's first event, so all of the timeline is newer.)
+        joined_at = None
+        for index, event in enumerate(timeline):
+            if self._is_own_join(event):
+                joined_at = index
+        for index, event in enumerate(timeline):
             if event.get("type") == "m.room.member":
                 self._members.pop(room_id, None)  # membership changed: recount when needed
-                if self._is_own_join(event):
-                    live = True
                 continue
-            if live:
+            if joined_at is None or index > joined_at:
                 await self._handle_event(room_id, event)
 
     def _is_own_join(self, event: Mapping[str, Any]) -> bool:
