@@ -227,7 +227,11 @@ heartbeat_secs = 1
     sends = {f["params"]["text"]: f["params"] for f in frames if f["method"] == "send"}
     assert sends["echo: hi in thread"]["channel_id"] == "room-7"
     assert sends["echo: hi in thread"]["thread_id"] == "th-1"
-    assert sends["echo: hi in thread"]["user"]["platform_id"] == "room-7"
+    assert sends["echo: hi in thread"]["user"] == {
+        "platform_id": "u1",
+        "display_name": "Una",
+        "librefang_user": None,
+    }
     assert "echo: /status now" in sends
     assert "platform hiccup" in caplog.text
     assert "QR login pending scan me" in caplog.text

@@ -34,6 +34,7 @@ says so (``detail``); it raises when no sidecar is ready to take the command.
 
 from __future__ import annotations
 
+import collections
 import re
 import uuid
 from collections.abc import Callable, Mapping
@@ -62,6 +63,8 @@ SHUTDOWN_GRACE_SECONDS = 1.5
 KILL_GRACE_SECONDS = 1.0
 #: A frame longer than this ends the session (the process is restarted).
 MAX_FRAME_BYTES = 4 * 1024 * 1024
+#: Chats whose last sender is remembered (to address answers to that user).
+REMEMBERED_CHATS = 1024
 RECEIPT_DETAIL = "written to the sidecar; the sidecar protocol does not confirm delivery"
 
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
@@ -141,6 +144,7 @@ class SidecarChannel(ChannelAdapter):
         #: The params of the sidecar's last ``ready`` event (capabilities, protocol_version...).
         self.ready_params: dict[str, Any] = {}
         self.pid: int | None = None
+        self._last_user: collections.OrderedDict[str, tuple[str, str]] = collections.OrderedDict()
 
     # -- settings ------------------------------------------------------------------------------
 
@@ -353,12 +357,17 @@ class SidecarChannel(ChannelAdapter):
         chat = params.get("channel_id") or sender
         thread = params.get("thread_id")
         message_id = params.get("message_id")
+        sender_name = str(params.get("user_name") or sender)
+        self._last_user[str(chat)] = (sender, sender_name)
+        self._last_user.move_to_end(str(chat))
+        while len(self._last_user) > REMEMBERED_CHATS:
+            self._last_user.popitem(last=False)
         return InboundMessage(
             channel=self.ctx.name,
             sender=sender,
             chat=str(chat),
             text=text,
-            sender_name=str(params.get("user_name") or sender),
+            sender_name=sender_name,
             is_group=bool(params.get("is_group")),
             mentioned=bool(metadata.get("was_mentioned")),
             thread_id=str(thread) if thread else None,
@@ -376,10 +385,12 @@ class SidecarChannel(ChannelAdapter):
         conn = self._conn
         if conn is None or not self._ready:
             raise ChannelError("the sidecar is not running or not ready yet", retryable=True)
+        # ``user`` is the person addressed: the last sender in that chat, else the target.
+        user_id, user_name = self._last_user.get(target, (target, target))
         params: dict[str, Any] = {
             "channel_id": target,
             "text": message.text,
-            "user": {"platform_id": target, "display_name": target, "librefang_user": None},
+            "user": {"platform_id": user_id, "display_name": user_name, "librefang_user": None},
         }
         if message.thread_id:
             params["thread_id"] = message.thread_id
