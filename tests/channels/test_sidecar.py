@@ -173,6 +173,7 @@ def emit(method, **params):
     sys.stdout.flush()
 
 record = open(sys.argv[1], "a")
+print("a stray line that is not a frame", flush=True)
 emit("ready", capabilities=["threads"], protocol_version=1)
 for line in sys.stdin:
     frame = json.loads(line)
@@ -234,6 +235,7 @@ heartbeat_secs = 1
     }
     assert "echo: /status now" in sends
     assert "platform hiccup" in caplog.text
+    assert "invalid JSON" in caplog.text  # the stray line was skipped, the session went on
     assert "QR login pending scan me" in caplog.text
 
 

@@ -84,7 +84,7 @@ async def test_a_shared_helper_becomes_active_when_a_component_uses_it(runtime):
 
 
 async def test_injection_scanning_follows_the_channel_that_runs_it(make_runtime):
-    pm = create_plugin_manager(environ={"FANGWIRE_DISABLE_PLUGINS": "test"}, strict=True)
+    pm = create_plugin_manager(environ={"FANGWIRE_DISABLE_PLUGINS": "fangwire-channels"}, strict=True)
     body = await report_for(make_runtime(pm=pm))
     assert body["security_systems"]["prompt_injection_scanning"] == "inactive"
 

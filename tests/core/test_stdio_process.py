@@ -11,7 +11,7 @@ from pathlib import Path
 import anyio
 import pytest
 
-from fangwire.stdio_process import StdioError, open_stdio_process
+from fangwire.stdio_process import StdioError, StdioFrameError, open_stdio_process
 
 TIMEOUT = 20
 
@@ -21,6 +21,9 @@ for line in sys.stdin:
     request = json.loads(line)
     if request.get("big"):
         print("x" * 5000, flush=True)
+    elif request.get("junk"):
+        print("not json", flush=True)
+        print(json.dumps({"after": "junk"}), flush=True)
     else:
         print(json.dumps({"env": sorted(os.environ), "pid": os.getpid()}), flush=True)
         sys.stderr.write("note with s3cr3t inside\\n")
@@ -73,3 +76,14 @@ async def test_line_bound_ends_the_connection(tmp_path: Path) -> None:
             await conn.send({"big": True})
             with pytest.raises(StdioError, match="over 1000 bytes"):
                 await conn.receive()
+
+
+@pytest.mark.anyio
+async def test_a_bad_frame_is_consumed_and_the_connection_goes_on(tmp_path: Path) -> None:
+    logger = logging.getLogger("fangwire.tests.stdio_process")
+    with anyio.fail_after(TIMEOUT):
+        async with start(tmp_path, logger) as conn:
+            await conn.send({"junk": True})
+            with pytest.raises(StdioFrameError, match="invalid JSON"):
+                await conn.receive()
+            assert await conn.receive() == {"after": "junk"}

@@ -40,6 +40,10 @@ class StdioError(Exception):
     """The process misbehaved (bad JSON, oversized line, exited)."""
 
 
+class StdioFrameError(StdioError):
+    """One line was not a JSON object; it was consumed and the connection is still usable."""
+
+
 def build_environment(
     declared: Mapping[str, str], parent: Mapping[str, str] | None = None
 ) -> dict[str, str]:
@@ -97,9 +101,9 @@ class StdioConnection:
         try:
             value = json.loads(line)
         except (ValueError, RecursionError) as exc:
-            raise StdioError(f"server wrote invalid JSON: {exc}") from None
+            raise StdioFrameError(f"server wrote invalid JSON: {exc}") from None
         if not isinstance(value, dict):
-            raise StdioError("server wrote a JSON value that is not an object")
+            raise StdioFrameError("server wrote a JSON value that is not an object")
         return value
 
     async def terminate(self) -> None:

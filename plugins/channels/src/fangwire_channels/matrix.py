@@ -203,7 +203,8 @@ class MatrixChannel(ChannelAdapter):
                     "user_id", f"the access token belongs to {self.user_id}, not {configured}"
                 )
         elif password is not None and self.settings.get("user_id"):
-            await self._login(str(self.settings["user_id"]), password.reveal())
+            if not self._logged_in:  # a retried start keeps the session it opened
+                await self._login(str(self.settings["user_id"]), password.reveal())
         else:
             raise ChannelConfigError("access_token", "set access_token, or user_id and password")
         self.display_name_of_bot = await self._display_name()

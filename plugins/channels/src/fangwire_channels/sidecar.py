@@ -54,7 +54,12 @@ from fangwire.channels import (
     OutboundMessage,
 )
 from fangwire.hookspecs import hookimpl
-from fangwire.stdio_process import StdioConnection, StdioError, open_stdio_process
+from fangwire.stdio_process import (
+    StdioConnection,
+    StdioError,
+    StdioFrameError,
+    open_stdio_process,
+)
 
 PROTOCOL_VERSION = 1
 #: After ``shutdown``, how long the sidecar gets to exit before its group is signalled.
@@ -254,14 +259,22 @@ class SidecarChannel(ChannelAdapter):
             raise
 
     async def _next(self, conn: StdioConnection) -> dict[str, Any]:
-        try:
-            return await conn.receive()
-        except StdioError as exc:
-            code = conn.process.returncode
-            with anyio.move_on_after(0.5):
-                code = await conn.process.wait()
-            suffix = f" (exit code {code})" if code is not None else ""
-            raise ChannelError(f"sidecar stopped: {exc}{suffix}") from None
+        """The next frame; a line that is not a JSON object is logged and skipped."""
+        while True:
+            try:
+                return await conn.receive()
+            except StdioFrameError as exc:
+                self.ctx.log.warning("sidecar %s: %s (line skipped)", self.ctx.name, exc)
+            except StdioError as exc:
+                raise await self._ended(conn, exc) from None
+
+    async def _ended(self, conn: StdioConnection, exc: StdioError) -> ChannelError:
+        """Why the session ends, with the exit code when the process has exited."""
+        code = conn.process.returncode
+        with anyio.move_on_after(0.5):
+            code = await conn.process.wait()
+        suffix = f" (exit code {code})" if code is not None else ""
+        return ChannelError(f"sidecar stopped: {exc}{suffix}")
 
     async def _heartbeats(self, conn: StdioConnection) -> None:
         interval = self._positive("heartbeat_secs")
