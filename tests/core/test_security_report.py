@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+from importlib.metadata import entry_points
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -84,7 +85,9 @@ async def test_a_shared_helper_becomes_active_when_a_component_uses_it(runtime):
 
 
 async def test_injection_scanning_follows_the_channel_that_runs_it(make_runtime):
-    pm = create_plugin_manager(environ={"FANGWIRE_DISABLE_PLUGINS": "fangwire-channels"}, strict=True)
+    group = "fangwire.channels"
+    every_channel = ",".join(f"{group}:{ep.name}" for ep in entry_points(group=group))
+    pm = create_plugin_manager(environ={"FANGWIRE_DISABLE_PLUGINS": every_channel}, strict=True)
     body = await report_for(make_runtime(pm=pm))
     assert body["security_systems"]["prompt_injection_scanning"] == "inactive"
 

@@ -201,7 +201,9 @@ class ChannelConformance:
         if cls.requires_extra is None:
             assert cls.is_available()
 
-    def test_valid_settings_round_trip(self, peer: ConformancePeer) -> None:
+    # Async, like every test taking ``peer``: a peer that runs servers is an async fixture.
+    @pytest.mark.anyio
+    async def test_valid_settings_round_trip(self, peer: ConformancePeer) -> None:
         section, _ = _section_and_secrets(self.adapter, peer.settings)
         split = channel_settings.split_section(self.name, self.adapter, section)
         fields = channel_settings.field_map(self.adapter)
@@ -214,7 +216,8 @@ class ChannelConformance:
                 as_text = str(value)
             assert channel_settings.coerce(fields[key], as_text) == value, key
 
-    def test_bad_settings_name_the_key(self, peer: ConformancePeer) -> None:
+    @pytest.mark.anyio
+    async def test_bad_settings_name_the_key(self, peer: ConformancePeer) -> None:
         section, _ = _section_and_secrets(self.adapter, peer.settings)
         with pytest.raises(ChannelConfigError, match="no_such_setting"):
             channel_settings.split_section(

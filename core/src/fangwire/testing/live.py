@@ -10,6 +10,7 @@ from __future__ import annotations
 import socket
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
+from typing import Any
 
 import anyio
 import uvicorn
@@ -22,13 +23,16 @@ STARTUP_TIMEOUT_SECONDS = 10.0
 
 
 @asynccontextmanager
-async def live_server(app: ASGIApp) -> AsyncIterator[str]:
-    """Run ``app`` (lifespan included) and yield its base URL, ``http://127.0.0.1:<port>``."""
+async def live_server(app: ASGIApp, **settings: Any) -> AsyncIterator[str]:
+    """Run ``app`` (lifespan included) and yield its base URL, ``http://127.0.0.1:<port>``.
+
+    ``settings`` override uvicorn's (e.g. ``ws="wsproto"`` for a WebSocket fake).
+    """
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
-    server = uvicorn.Server(_config(app))
+    server = uvicorn.Server(_config(app, **settings))
     # uvicorn installs signal handlers only when it owns the loop; keep it from doing so.
     server.capture_signals = _no_signals  # type: ignore[method-assign]
     try:
@@ -48,12 +52,12 @@ async def live_server(app: ASGIApp) -> AsyncIterator[str]:
         sock.close()
 
 
-def _config(app: ASGIApp) -> uvicorn.Config:
+def _config(app: ASGIApp, **settings: Any) -> uvicorn.Config:
     """fangwire's own uvicorn settings (request deadlines included), from the app's runtime
     when it has one."""
     runtime = getattr(getattr(app, "state", None), "runtime", None)
     http = runtime.config.http if runtime is not None else HttpConfig()
-    return uvicorn_config(app, http, timeout_graceful_shutdown=2)
+    return uvicorn_config(app, http, **{"timeout_graceful_shutdown": 2, **settings})
 
 
 @contextmanager
