@@ -10,12 +10,16 @@ from contextlib import asynccontextmanager
 import anyio
 import httpx
 import pytest
-from servers.synapse import MatrixUser, Synapse, synapse_fixture  # noqa: F401 - fixture
 
 from fangwire.channels import ChannelError, OutboundMessage
 from fangwire.runtime import Runtime
 from fangwire.testing.channels import ChannelConformance
 from fangwire_channels.matrix import MAX_CONTENT_JSON_BYTES, MAX_TEXT_BYTES, MatrixChannel, _refusal
+from tests.channels.servers.synapse import (  # noqa: F401 - fixture
+    MatrixUser,
+    Synapse,
+    synapse_fixture,
+)
 
 TIMEOUT = 40
 

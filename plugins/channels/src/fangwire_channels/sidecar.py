@@ -87,10 +87,10 @@ class SidecarChannel(ChannelAdapter):
     category = "development"
     icon = "SC"
     capabilities = frozenset({"send", "receive", "threads", "groups"})
-    #: Sidecars cut to their platform's own limit; answers are pre-cut at a size every
-    #: platform of LibreFang's catalog accepts or splits cleanly.
+    #: Sidecars cut to their platform's own limit; answers are pre-cut at 4096 bytes, which
+    #: is within 4096 characters or UTF-16 units too (ntfy counts bytes, Telegram UTF-16).
     max_message_length = 4096
-    length_unit = LengthUnit.CHARACTERS
+    length_unit = LengthUnit.BYTES
     config_fields = (
         ConfigField(
             "command",
