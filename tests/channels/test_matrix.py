@@ -287,6 +287,8 @@ async def test_rate_limits_are_retryable_and_refusals_are_not() -> None:
     assert error.retryable is True
     assert error.retry_after == 2.5
     assert error.reason == "M_LIMIT_EXCEEDED: Too Many Requests"
+    busy = httpx.Response(429, headers={"Retry-After": "3"}, json={"errcode": "M_LIMIT_EXCEEDED"})
+    assert _refusal(busy, busy.json()).retry_after == 3.0
     gone = httpx.Response(404, json={"errcode": "M_NOT_FOUND", "error": "Unknown room"})
     refused = _refusal(gone, gone.json())
     assert (refused.retryable, refused.reason) == (False, "M_NOT_FOUND: Unknown room")

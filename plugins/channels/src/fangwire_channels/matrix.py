@@ -29,10 +29,12 @@ import time
 import urllib.parse
 import weakref
 from collections.abc import Callable, Mapping
+from datetime import UTC, datetime
 from typing import Any
 
 import httpx
 
+from fangwire.channelkit.retry import parse_retry_after
 from fangwire.channels import (
     ChannelAdapter,
     ChannelConfigError,
@@ -482,11 +484,7 @@ def _retry_after(response: httpx.Response, data: Mapping[str, Any]) -> float | N
     millis = data.get("retry_after_ms")
     if isinstance(millis, int | float) and not isinstance(millis, bool) and millis >= 0:
         return float(millis) / 1000.0
-    header = response.headers.get("Retry-After", "")
-    try:
-        return max(0.0, float(header))
-    except ValueError:
-        return None
+    return parse_retry_after(response.headers.get("Retry-After"), now=datetime.now(UTC))
 
 
 def _strip_reply_fallback(body: str) -> str:
