@@ -40,6 +40,12 @@ def test_librefang_top_level_keys_carry_over():
     assert config.channels["telegram"]["token_env"] == "TG"
 
 
+def test_the_a2a_table_is_kept_raw_for_its_plugin():
+    config = parse('[a2a]\nname = "edge"\nallow_hosts = ["127.0.0.1"]\n')
+    assert config.a2a == {"name": "edge", "allow_hosts": ["127.0.0.1"]}
+    assert parse("").a2a == {}
+
+
 @pytest.mark.parametrize(
     ("text", "message"),
     [
@@ -114,6 +120,13 @@ def test_edit_creates_tables(config_file):
     config = config_file.set_value(["channels", "irc", "server"], "irc.example")
     assert config.channels["irc"]["server"] == "irc.example"
     assert tomllib.loads(config_file.path.read_text())["channels"]["irc"]["server"] == "irc.example"
+
+
+def test_mcp_table_is_kept_raw_for_its_plugin(config_file):
+    table = {"transport": "stdio", "command": "npx", "args": ["-y", "server"]}
+    config = config_file.set_value(["mcp", "servers", "everything"], table)
+    assert config.mcp["servers"]["everything"] == table
+    assert tomllib.loads(config_file.path.read_text())["mcp"]["servers"]["everything"] == table
 
 
 def test_invalid_edit_leaves_the_file_unchanged(config_file):

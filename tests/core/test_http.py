@@ -266,3 +266,49 @@ async def test_one_path_with_several_methods(make_runtime, make_client):
         refused = await http.delete("/api/things")
         assert refused.status_code == 405
         assert set(refused.headers["allow"].split(", ")) == {"GET", "HEAD", "POST"}
+
+
+async def test_jsonrpc_routes_get_jsonrpc_refusals(make_runtime, make_client):
+    from starlette.requests import Request
+    from starlette.responses import JSONResponse
+
+    from fangwire.auth import Role
+    from fangwire.hookspecs import hookimpl
+    from fangwire.http.routes import RouteSpec
+
+    async def rpc(request: Request) -> JSONResponse:
+        await request.body()
+        return JSONResponse({"jsonrpc": "2.0", "id": 1, "result": {}})
+
+    class RpcPlugin:
+        @hookimpl
+        def register_routes(self, register):
+            register(
+                RouteSpec(
+                    "/rpc", rpc, methods=("POST",), api=False, role=Role.USER,
+                    body="protocol", errors="jsonrpc",
+                )
+            )  # fmt: skip
+
+    pm = create_plugin_manager(environ={}, strict=True)
+    pm.register_object(RpcPlugin(), name="rpc")
+    runtime = make_runtime(
+        'api_key = "k-0123456789abcdef"\n[http]\nmax_protocol_body_bytes = 64\n', pm=pm
+    )
+    async with make_client(runtime) as http:
+        refused = await http.post("/rpc", json={"jsonrpc": "2.0", "id": 1, "method": "x"})
+        assert refused.status_code == 401
+        assert refused.headers["www-authenticate"] == "Bearer"
+        body = refused.json()
+        assert body["jsonrpc"] == "2.0" and body["id"] is None
+        assert body["error"]["code"] == -32000
+        assert body["error"]["data"] == {
+            "code": "unauthorized",
+            "request_id": refused.headers["x-request-id"],
+        }
+        auth = {"authorization": "Bearer k-0123456789abcdef"}
+        ok = await http.post("/rpc", json={"jsonrpc": "2.0", "id": 1, "method": "x"}, headers=auth)
+        assert ok.json()["result"] == {}
+        big = await http.post("/rpc", content=b"x" * 100, headers=auth)
+        assert big.status_code == 413
+        assert big.json()["error"]["data"]["code"] == "payload_too_large"

@@ -65,11 +65,15 @@ async def test_systems_this_daemon_runs_are_active(runtime):
         "session_repair",
         "capability_inheritance_validation",
         "loop_guard",
+        "ssrf_protection",
     ):
         assert systems[name] == "active", name
     assert details["path_traversal_prevention"]["used_by"] == ["audit sink jsonl"]
+    # The A2A client and the MCP client's HTTP transports fetch user-supplied URLs through the guard.
+    assert systems["ssrf_protection"] == "active"
+    assert details["ssrf_protection"]["used_by"] == ["a2a", "mcp:http", "mcp:sse"]
     # Helpers that exist but that no feature of this build runs yet are not claimed.
-    for name in ("ssrf_protection", "taint_tracking", "secret_zeroization"):
+    for name in ("taint_tracking", "secret_zeroization"):
         assert systems[name] == "inactive", name
         assert "no component" in details[name]["reason"]
     for name in ("wasm_dual_metering", "ofp_hmac_auth"):

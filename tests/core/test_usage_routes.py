@@ -202,6 +202,7 @@ async def test_budget_accepts_the_reference_names(client: httpx.AsyncClient) -> 
     ("payload", "field"),
     [
         ({"daily_limit_usd": -1}, "daily_limit_usd"),
+        ({"hourly_limit_usd": 2.2e-313}, "hourly_limit_usd"),
         ({"monthly_limit_usd": "5"}, "monthly_limit_usd"),
         ({"daily_limit_usd": True}, "daily_limit_usd"),
         ({"max_daily_usd": [1]}, "max_daily_usd"),

@@ -14,8 +14,9 @@ from starlette.responses import Response
 from starlette.routing import Route, Router
 from starlette.types import ASGIApp, Message
 
+from fangwire.http.context import request_id_of
 from fangwire.http.dispatch import Dispatcher
-from fangwire.http.errors import ApiError
+from fangwire.http.errors import ApiError, jsonrpc_error_response
 from fangwire.http.facts import facts_of
 from fangwire.http.headers import SECURITY_HEADERS
 from fangwire.http.middleware import EnvelopeMiddleware
@@ -64,8 +65,15 @@ def _guard(spec: RouteSpec, gatekeeper: Gatekeeper, body_limit: int) -> Endpoint
             response.headers.update(decision.headers())
         return response
 
-    endpoint.__name__ = spec.name or spec.endpoint.__name__
-    return endpoint
+    async def jsonrpc_endpoint(request: Request) -> Response:
+        try:
+            return await endpoint(request)
+        except ApiError as exc:
+            return jsonrpc_error_response(exc, request_id_of(request.scope))
+
+    chosen = jsonrpc_endpoint if spec.errors == "jsonrpc" else endpoint
+    chosen.__name__ = spec.name or spec.endpoint.__name__
+    return chosen
 
 
 def _body_limit(spec: RouteSpec, runtime: Runtime) -> int:

@@ -156,8 +156,14 @@ class Config:
     providers: Mapping[str, Mapping[str, Any]] = attrs.field(factory=dict)
     #: ``[channels.<name>]`` tables, validated by each channel adapter.
     channels: Mapping[str, Mapping[str, Any]] = attrs.field(factory=dict)
+    #: ``[mcp]`` (MCP client and server settings, ``[mcp.servers.<name>]`` connections),
+    #: validated by the MCP plugin.
+    mcp: Mapping[str, Any] = attrs.field(factory=dict)
     audit: AuditConfig = attrs.field(factory=AuditConfig)
     agents: AgentsConfig = attrs.field(factory=AgentsConfig)
+    #: ``[a2a]`` table (card identity, outbound allowlist, task retention), validated by the
+    #: A2A plugin.
+    a2a: Mapping[str, Any] = attrs.field(factory=dict)
 
 
 class ConfigError(Exception):

@@ -19,6 +19,7 @@ import logging
 import os
 import resource
 import signal
+from collections import deque
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager, suppress
 from typing import Any
@@ -34,6 +35,8 @@ MAX_OPEN_FILES = 1024
 GRACE_SECONDS = 2.0
 #: Longest stderr line logged as one record (longer ones are logged in pieces).
 MAX_STDERR_LINE = 64 * 1024
+#: Last stderr lines kept per process, to explain an early exit.
+STDERR_TAIL_LINES = 5
 
 
 class StdioError(Exception):
@@ -71,6 +74,8 @@ class StdioConnection:
         self.grace_seconds = grace_seconds
         self._stdout = BufferedByteReceiveStream(process.stdout)
         self._stdin = process.stdin
+        #: The last lines the process wrote to stderr (scrubbed), to explain an early exit.
+        self.stderr_tail: deque[str] = deque(maxlen=STDERR_TAIL_LINES)
 
     @property
     def pid(self) -> int:
@@ -128,9 +133,14 @@ class StdioConnection:
 
 
 async def pump_stderr(
-    process: anyio.abc.Process, name: str, scrub: Callable[[str], str], logger: logging.Logger
+    process: anyio.abc.Process,
+    name: str,
+    scrub: Callable[[str], str],
+    logger: logging.Logger,
+    tail: deque[str] | None = None,
 ) -> None:
-    """Log each stderr line of ``process`` as ``"<name> stderr: <line>"``, scrubbed."""
+    """Log each stderr line of ``process`` as ``"<name> stderr: <line>"``, scrubbed, and keep
+    the last ones (500 characters each at most) in ``tail``."""
     if process.stderr is None:
         return
     buffered = BufferedByteReceiveStream(process.stderr)
@@ -143,7 +153,10 @@ async def pump_stderr(
             return
         text = line.decode("utf-8", "replace").rstrip()
         if text:
-            logger.info("%s stderr: %s", name, scrub(text))
+            clean = scrub(text)
+            if tail is not None:
+                tail.append(clean[:500])
+            logger.info("%s stderr: %s", name, clean)
 
 
 def limit_resources(pid: int, max_open_files: int = MAX_OPEN_FILES) -> None:
@@ -185,7 +198,7 @@ async def open_stdio_process(
     )
     try:
         async with anyio.create_task_group() as tg:
-            tg.start_soon(pump_stderr, process, name, scrub, logger)
+            tg.start_soon(pump_stderr, process, name, scrub, logger, connection.stderr_tail)
             try:
                 yield connection
             finally:

@@ -1,0 +1,1 @@
+"""Real protocol servers started by the channel tests (one module per server)."""

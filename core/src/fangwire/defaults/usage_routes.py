@@ -63,6 +63,10 @@ AGENT_FIELDS: Final[Mapping[str, tuple[FieldKind, tuple[str, ...]]]] = {
 }
 
 
+#: The smallest non-zero USD limit accepted (money is kept to micro-dollars).
+MIN_USD_LIMIT = 0.000001
+
+
 def _bad(message: str) -> ApiError:
     return ApiError(400, message, code="invalid_input")
 
@@ -100,6 +104,9 @@ def _field_value(name: str, kind: FieldKind, value: Any, *, reference_name: bool
             tokens = None
         return tokens
     number = _number(name, value)
+    if 0 < number < MIN_USD_LIMIT:
+        # Below a millionth of a dollar a limit means nothing, and spent/limit overflows.
+        raise _bad(f"{name}: must be 0 or at least {MIN_USD_LIMIT}, got {value!r}")
     return None if reference_name and number == 0 else number
 
 

@@ -61,3 +61,26 @@ def error_response(
     return JSONResponse(
         error_body(code, message, request_id), status_code=status, headers=dict(headers or {})
     )
+
+
+#: JSON-RPC code for refusals that are not about the JSON-RPC message itself (the
+#: implementation-defined server-error range); ``data`` says which.
+JSONRPC_REFUSED = -32000
+
+
+def jsonrpc_error_response(exc: ApiError, request_id: str) -> JSONResponse:
+    """``exc`` as an id-less JSON-RPC error object, with the same HTTP status and headers.
+
+    ``data`` carries the envelope's ``code`` and ``request_id`` so clients of either format
+    can tell refusals apart.
+    """
+    body = {
+        "jsonrpc": "2.0",
+        "id": None,
+        "error": {
+            "code": JSONRPC_REFUSED,
+            "message": exc.message,
+            "data": {"code": exc.code, "request_id": request_id},
+        },
+    }
+    return JSONResponse(body, status_code=exc.status, headers=exc.headers)

@@ -19,6 +19,7 @@ from fangwire.auth import Role
 
 Endpoint = Callable[[Request], Awaitable[Response]]
 BodyKind = Literal["default", "protocol", "hooks"]
+ErrorFormat = Literal["envelope", "jsonrpc"]
 
 #: Roles GET routes need by default, and every other method.
 DEFAULT_READ_ROLE = Role.VIEWER
@@ -53,8 +54,11 @@ class RouteSpec:
     ``/api`` and ``/api/v1``), otherwise absolute. ``role=None`` makes the route public.
     ``cost`` is what one call spends from the caller's rate-limit budget (default 2 for reads,
     5 for writes, out of ``rate_limit.api_requests_per_minute``). ``body`` picks the
-    configured body-size limit. ``request_model``/``response_model`` are attrs classes (or
-    JSON-schema dicts) used for the OpenAPI document; ``responses`` documents other statuses.
+    configured body-size limit. ``errors="jsonrpc"`` makes the refusals the core itself
+    raises for the route (authentication, role, rate limit, body size) JSON-RPC error objects
+    instead of the error envelope, for JSON-RPC protocol endpoints.
+    ``request_model``/``response_model`` are attrs classes (or JSON-schema dicts) used for
+    the OpenAPI document; ``responses`` documents other statuses.
     """
 
     path: str
@@ -72,6 +76,7 @@ class RouteSpec:
         default=attrs.Factory(lambda self: _default_cost(self.methods), takes_self=True)
     )
     body: BodyKind = "default"
+    errors: ErrorFormat = "envelope"
     request_model: type[Any] | Mapping[str, Any] | None = None
     response_model: type[Any] | Mapping[str, Any] | None = None
     response_media_type: str = "application/json"
