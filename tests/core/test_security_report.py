@@ -69,7 +69,7 @@ async def test_systems_this_daemon_runs_are_active(runtime):
     ):
         assert systems[name] == "active", name
     assert details["path_traversal_prevention"]["used_by"] == ["audit sink jsonl"]
-    # The A2A client and the MCP client's HTTP transports fetch user-supplied URLs through the guard.
+    # The A2A client and the MCP HTTP transports fetch user-supplied URLs through the guard.
     assert systems["ssrf_protection"] == "active"
     assert details["ssrf_protection"]["used_by"] == ["a2a", "mcp:http", "mcp:sse"]
     # Helpers that exist but that no feature of this build runs yet are not claimed.

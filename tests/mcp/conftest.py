@@ -31,4 +31,5 @@ def peer_environ(home: Path) -> dict[str, str]:
 
 @pytest.fixture
 def mcp_runtime(make_runtime: MakeRuntime, tmp_path: Path) -> Runtime:
-    return make_runtime('[mcp]\nallow_hosts = ["127.0.0.1"]\n', environ=peer_environ(tmp_path))
+    config = '[mcp]\nallow_hosts = ["127.0.0.1"]\n\n[channels.test]\n'
+    return make_runtime(config, environ=peer_environ(tmp_path))

@@ -33,6 +33,8 @@ if TYPE_CHECKING:
     from starlette.requests import Request
     from starlette.responses import Response
 
+    from fangwire.channelkit.policy import ChannelPolicy
+
 
 class LengthUnit(enum.Enum):
     """How a platform counts the length of a message."""
@@ -166,7 +168,10 @@ class ChannelContext:
     ``settings`` holds every declared field, typed, with secrets resolved (missing optional
     fields hold their default). ``deliver`` hands an inbound message to the router; it returns
     quickly (the agent's answer is produced and sent back in the background). ``clock`` is
-    ``time.monotonic`` unless a test injects another.
+    ``time.monotonic`` unless a test injects another. ``policy`` is the channel's routing
+    policy (read-only: an adapter may use its allowlists, e.g. to decide which invitations to
+    accept; the core still applies it to every inbound message). ``environ`` is the daemon's
+    environment, for adapters that pass named variables on to a process they start.
     """
 
     name: str
@@ -175,6 +180,8 @@ class ChannelContext:
     deliver: DeliverInbound = attrs.field(repr=False)
     log: logging.Logger = attrs.field(repr=False)
     clock: Callable[[], float] = attrs.field(repr=False)
+    policy: ChannelPolicy | None = attrs.field(default=None, repr=False)
+    environ: Mapping[str, str] = attrs.field(factory=dict, repr=False)
 
 
 class ChannelAdapter:

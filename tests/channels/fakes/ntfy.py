@@ -20,7 +20,9 @@ follows, and checks like the real server does:
 - Rate limiting: past the configured number of publishes, 429 (42901 "limit reached: too many
   requests"); this fake adds ``Retry-After`` with the configured delay.
 - Subscribing, docs.ntfy.sh/subscribe/api: ``GET /<topic>/json`` streams NDJSON
-  (``application/x-ndjson``): an ``open`` event first, then the cached messages ``since=``
+  (``application/x-ndjson``), ``GET /<topic>/sse`` the same events as server-sent events
+  (``data: <json>``, preceded by ``event: <name>`` for events other than messages): an
+  ``open`` event first, then the cached messages ``since=``
   selects, then live ``message`` events and a ``keepalive`` event every keepalive interval.
   ``since`` takes ``all``, ``none`` (the default), ``latest``, a message id (messages after
   it), a Unix timestamp or a duration (``10m``); anything else is 400 (40008). ``poll=1``
@@ -63,6 +65,15 @@ def _error(code: int, message: str, link: str = "") -> JSONResponse:
     if link:
         body["link"] = link
     return JSONResponse(body, status_code=code // 100)
+
+
+def _json_line(event: dict[str, Any]) -> str:
+    return json.dumps(event) + "\n"
+
+
+def _sse_event(event: dict[str, Any]) -> str:
+    name = "" if event["event"] == "message" else f"event: {event['event']}\n"
+    return f"{name}data: {json.dumps(event)}\n\n"
 
 
 def _header(request: Request, *names: str) -> str | None:
@@ -110,6 +121,7 @@ class FakeNtfy:
         self.app = Starlette(
             routes=[
                 Route("/{topic}/json", self.subscribe, methods=["GET"]),
+                Route("/{topic}/sse", self.subscribe_sse, methods=["GET"]),
                 Route("/{topic}", self.publish, methods=["POST", "PUT"]),
             ]
         )
@@ -262,7 +274,10 @@ class FakeNtfy:
             return [m for m in self.messages if m["time"] >= time.time() - seconds]
         return None
 
-    async def subscribe(self, request: Request) -> Response:
+    async def subscribe_sse(self, request: Request) -> Response:
+        return await self.subscribe(request, sse=True)
+
+    async def subscribe(self, request: Request, *, sse: bool = False) -> Response:
         topic = request.path_params["topic"]
         if not TOPIC.fullmatch(topic):
             return _error(40009, "invalid request: topic invalid")
@@ -278,15 +293,16 @@ class FakeNtfy:
             lines = "".join(json.dumps(m) + "\n" for m in backlog)
             return Response(lines, media_type="application/x-ndjson; charset=utf-8")
         self.subscriptions.append({"topic": topic, "since": since or ""})
+        render = _sse_event if sse else _json_line
         send, receive = anyio.create_memory_object_stream[dict[str, Any] | None](100)
         self._streams.append(send)
 
         async def events() -> AsyncIterator[str]:
             try:
                 opened = {"id": self._new_id(), "time": int(time.time()), "event": "open"}
-                yield json.dumps({**opened, "topic": topic}) + "\n"
+                yield render({**opened, "topic": topic})
                 for message in backlog:
-                    yield json.dumps(message) + "\n"
+                    yield render(message)
                 async with receive:
                     while True:
                         message: dict[str, Any] | None = None
@@ -297,7 +313,7 @@ class FakeNtfy:
                                 return
                         if message is not None:
                             if message["topic"] == topic:
-                                yield json.dumps(message) + "\n"
+                                yield render(message)
                             continue
                         keepalive = {
                             "id": self._new_id(),
@@ -305,13 +321,14 @@ class FakeNtfy:
                             "event": "keepalive",
                             "topic": topic,
                         }
-                        yield json.dumps(keepalive) + "\n"
+                        yield render(keepalive)
             finally:
                 send.close()
                 if send in self._streams:
                     self._streams.remove(send)
 
-        return StreamingResponse(events(), media_type="application/x-ndjson; charset=utf-8")
+        media_type = "text/event-stream" if sse else "application/x-ndjson; charset=utf-8"
+        return StreamingResponse(events(), media_type=media_type)
 
     @staticmethod
     def _new_id() -> str:

@@ -208,6 +208,8 @@ class ChannelManager:
             deliver=deliver,
             log=logging.getLogger(f"fangwire.channels.{name}"),
             clock=self.clock,
+            policy=policy,
+            environ=self.runtime.environ,
         )
         adapter = self.classes[name](ctx)
         runner = ChannelRunner(

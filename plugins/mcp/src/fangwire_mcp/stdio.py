@@ -1,7 +1,8 @@
 """The ``stdio`` transport: talk newline-delimited JSON-RPC to a local server process.
 
 This is how MCP servers installed as commands (``npx @modelcontextprotocol/server-...``,
-``uvx ...``) are reached. The process is treated as untrusted:
+``uvx ...``) are reached. The process is treated as untrusted (the shared helper
+:mod:`fangwire.stdio_process`, also used by sidecar channels):
 
 - its environment is cleared down to :data:`SAFE_ENV_NAMES` plus the names the operator
   declared, so the daemon's own secrets (API keys, master key) are never inherited;
@@ -20,53 +21,49 @@ adapts it to the ``mcp`` SDK's client streams (:mod:`fangwire_mcp.streams`).
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import re
-import resource
-import signal
-from collections import deque
 from collections.abc import AsyncIterator, Mapping, Sequence
-from contextlib import asynccontextmanager, suppress
+from contextlib import asynccontextmanager
 from typing import Any
 
 import anyio
-import anyio.abc
 import anyio.to_thread
-from anyio.streams.buffered import BufferedByteReceiveStream
 from mcp.client._transport import TransportStreams
 
 from fangwire.hookspecs import hookimpl
+from fangwire.stdio_process import (
+    SAFE_ENV_NAMES,
+    STDERR_TAIL_LINES,
+    StdioConnection,
+    StdioError,
+    build_environment,
+    open_stdio_process,
+)
 from fangwire_mcp import sandbox
 from fangwire_mcp.client_transport import ClientTransport
 from fangwire_mcp.spec import ServerSpec
 from fangwire_mcp.streams import message_streams
 
+__all__ = [
+    "SAFE_ENV_NAMES",
+    "STDERR_TAIL_LINES",
+    "StdioConnection",
+    "StdioError",
+    "StdioTransport",
+    "build_environment",
+    "expand_args",
+]
+
 log = logging.getLogger("fangwire.mcp.stdio")
 
-SAFE_ENV_NAMES: tuple[str, ...] = ("PATH", "HOME", "LANG", "LC_ALL", "LC_CTYPE", "TZ", "TMPDIR")
 MAX_MESSAGE_BYTES = 4 * 1024 * 1024
 MAX_OPEN_FILES = 1024
 #: How long a process gets to exit after its stdin closes, then after SIGTERM.
 GRACE_SECONDS = 2.0
 #: How long a failed connection waits to learn whether the process has exited.
 EXIT_GRACE_SECONDS = 0.5
-STDERR_TAIL_LINES = 5
-
-
-class StdioError(Exception):
-    """The server process misbehaved (bad JSON, oversized line, exited)."""
-
-
-def build_environment(
-    declared: Mapping[str, str], parent: Mapping[str, str] | None = None
-) -> dict[str, str]:
-    """The child's environment: the safe names from ``parent`` plus ``declared``."""
-    source = os.environ if parent is None else parent
-    env = {name: source[name] for name in SAFE_ENV_NAMES if name in source}
-    env.update(declared)
-    return env
 
 
 _VARIABLE = re.compile(r"\$(?:\{([A-Za-z_][A-Za-z0-9_]*)\}|([A-Za-z_][A-Za-z0-9_]*))")
@@ -86,90 +83,6 @@ def expand_args(args: Sequence[str], env: Mapping[str, str]) -> list[str]:
     return [_VARIABLE.sub(replace, arg) for arg in args]
 
 
-class StdioConnection:
-    """One running server process with JSON-RPC messages over its stdin/stdout."""
-
-    def __init__(self, process: anyio.abc.Process) -> None:
-        self.process = process
-        if process.stdout is None or process.stdin is None:
-            raise StdioError("the process was started without pipes")
-        self._stdout = BufferedByteReceiveStream(process.stdout)
-        self._stdin = process.stdin
-        #: The last lines the process wrote to stderr (scrubbed), to explain an early exit.
-        self.stderr_tail: deque[str] = deque(maxlen=STDERR_TAIL_LINES)
-
-    @property
-    def pid(self) -> int:
-        return self.process.pid
-
-    async def send(self, message: Mapping[str, Any]) -> None:
-        data = json.dumps(message, separators=(",", ":")).encode("utf-8") + b"\n"
-        await self._stdin.send(data)
-
-    async def receive(self) -> dict[str, Any]:
-        """The next JSON object the server wrote; :class:`StdioError` on anything else."""
-        try:
-            line = await self._stdout.receive_until(b"\n", MAX_MESSAGE_BYTES)
-        except anyio.DelimiterNotFound:
-            raise StdioError(f"server wrote a line over {MAX_MESSAGE_BYTES} bytes") from None
-        except (
-            anyio.EndOfStream,
-            anyio.IncompleteRead,
-            anyio.ClosedResourceError,
-            anyio.BrokenResourceError,
-        ):
-            raise StdioError("server closed its output") from None
-        # receive_until only bounds the search while no newline is buffered; a long line that
-        # arrived in one read still has to be refused.
-        if len(line) > MAX_MESSAGE_BYTES:
-            raise StdioError(f"server wrote a line over {MAX_MESSAGE_BYTES} bytes")
-        try:
-            value = json.loads(line)
-        except (ValueError, RecursionError) as exc:
-            raise StdioError(f"server wrote invalid JSON: {exc}") from None
-        if not isinstance(value, dict):
-            raise StdioError("server wrote a JSON value that is not an object")
-        return value
-
-    async def terminate(self) -> None:
-        """Close stdin, then SIGTERM and finally SIGKILL the whole process group.
-
-        Shielded from cancellation: a cancelled caller must never leave the process running.
-        """
-        with anyio.CancelScope(shield=True):
-            with suppress(anyio.BrokenResourceError, anyio.ClosedResourceError):
-                await self._stdin.aclose()
-            for sig in (None, signal.SIGTERM, signal.SIGKILL):
-                if sig is not None:
-                    with suppress(ProcessLookupError, PermissionError):
-                        os.killpg(self.process.pid, sig)
-                with anyio.move_on_after(GRACE_SECONDS):
-                    await self.process.wait()
-                    break
-            # Grandchildren may outlive the leader; the group is ours alone, so clear it.
-            with suppress(ProcessLookupError, PermissionError):
-                os.killpg(self.process.pid, signal.SIGKILL)
-            await self.process.aclose()
-
-
-async def _pump_stderr(process: anyio.abc.Process, name: str, scrub: Any, tail: deque[str]) -> None:
-    if process.stderr is None:
-        return
-    buffered = BufferedByteReceiveStream(process.stderr)
-    while True:
-        try:
-            line = await buffered.receive_until(b"\n", 64 * 1024)
-        except anyio.DelimiterNotFound:
-            line = await buffered.receive(64 * 1024)
-        except (anyio.EndOfStream, anyio.IncompleteRead, anyio.ClosedResourceError):
-            return
-        text = line.decode("utf-8", "replace").rstrip()
-        if text:
-            clean = scrub(text)
-            tail.append(clean[:500])
-            log.info("%s stderr: %s", name, clean)
-
-
 async def _exit_reason(conn: StdioConnection) -> str | None:
     """``"server exited with code N: <last stderr line>"`` if the process has ended."""
     with anyio.move_on_after(EXIT_GRACE_SECONDS):
@@ -180,13 +93,6 @@ async def _exit_reason(conn: StdioConnection) -> str | None:
     await anyio.sleep(0.05)  # let the stderr pump take the last lines
     last = f": {conn.stderr_tail[-1]}" if conn.stderr_tail else ""
     return f"server exited with code {code}{last}"
-
-
-def _limit_resources(pid: int) -> None:
-    with suppress(OSError, ValueError):
-        resource.prlimit(pid, resource.RLIMIT_CORE, (0, 0))
-    with suppress(OSError, ValueError):
-        resource.prlimit(pid, resource.RLIMIT_NOFILE, (MAX_OPEN_FILES, MAX_OPEN_FILES))
 
 
 class StdioTransport(ClientTransport):
@@ -208,32 +114,23 @@ class StdioTransport(ClientTransport):
         name: str = "server",
     ) -> AsyncIterator[StdioConnection]:
         """Start ``command`` and yield the connection; the process group dies on exit."""
-        process = await anyio.open_process(
-            [command, *args],
-            env=build_environment(env or {}, self.runtime.environ),
-            start_new_session=True,
-        )
-        _limit_resources(process.pid)
-        connection = StdioConnection(process)
-        self._open.add(connection)
-        try:
-            async with anyio.create_task_group() as tg:
-                tg.start_soon(
-                    _pump_stderr, process, name, self.runtime.redactor.scrub, connection.stderr_tail
-                )
-                try:
-                    yield connection
-                finally:
-                    await connection.terminate()
-                    tg.cancel_scope.cancel()
-        except BaseExceptionGroup as group:
-            # The task group wraps errors raised by the caller's block; hand back the error
-            # itself so ``except StdioError`` around ``connect()`` works.
-            if len(group.exceptions) == 1:
-                raise group.exceptions[0] from None
-            raise
-        finally:
-            self._open.discard(connection)
+        async with open_stdio_process(
+            command,
+            args,
+            env=env or {},
+            parent_environ=self.runtime.environ,
+            name=name,
+            scrub=self.runtime.redactor.scrub,
+            logger=log,
+            max_line_bytes=MAX_MESSAGE_BYTES,
+            grace_seconds=GRACE_SECONDS,
+            max_open_files=MAX_OPEN_FILES,
+        ) as connection:
+            self._open.add(connection)
+            try:
+                yield connection
+            finally:
+                self._open.discard(connection)
 
     @asynccontextmanager
     async def open(

@@ -115,25 +115,29 @@ class LocalTool:
 
 
 async def _list_channels(runtime: Runtime, args: Mapping[str, Any], ctx: ToolContext) -> Any:
+    manager = runtime.channels
     channels = [
         {
             "name": name,
-            "display_name": adapter.display_name or name,
+            "display_name": manager.classes[name].display_name or name,
             "configured": name in runtime.config.channels,
+            "running": name in manager.runners,
         }
-        for name, adapter in sorted(runtime.channels.items())
+        for name in sorted(manager.classes)
     ]
     return {"channels": channels, "total": len(channels)}
 
 
 async def _send_channel(runtime: Runtime, args: Mapping[str, Any], ctx: ToolContext) -> Any:
     name = args["channel"]
-    channel = runtime.channels.get(name)
-    if channel is None:
+    if name not in runtime.channels:
         raise ToolFailure(f"no channel {name!r}")
     try:
-        receipt = await channel.send(
-            args["target"], OutboundMessage(text=args["text"], thread_id=args.get("thread_id"))
+        receipt = await runtime.channels.send(
+            name,
+            args["target"],
+            OutboundMessage(text=args["text"], thread_id=args.get("thread_id")),
+            sender=f"mcp:{ctx.actor}",
         )
     except ChannelError as exc:
         raise ToolFailure(f"channel {name!r}: {exc.reason}") from None
