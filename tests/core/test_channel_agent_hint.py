@@ -46,3 +46,10 @@ async def test_an_unknown_agent_name_falls_back_to_the_binding(make_runtime) -> 
         channel = runtime.channels.running("test").adapter
         assert isinstance(channel, TestChannel)
         assert await answered_by(runtime, channel, "URGENT") == assistant.id
+
+
+def test_the_hint_survives_the_inbox() -> None:
+    from fangwire.channelkit import inbox
+
+    message = InboundMessage(channel="email", sender="a", chat="a", text="t", agent="coder")
+    assert inbox._decode(inbox._encode(message)).agent == "coder"
