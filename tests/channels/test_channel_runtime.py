@@ -226,3 +226,18 @@ def test_user_rate_limit_window():
     assert limit.allow("v")
     now[0] = 60.0
     assert limit.allow("u")
+
+
+async def test_adapter_state_survives_a_restart(make):
+    first = make()
+    async with first.serving():
+        state = first.channels.runners["flaky"].adapter.ctx.state
+        assert await state.get("position") is None
+        await state.set("position", "42")
+        await state.set("position", "43")
+    second = make()
+    async with second.serving():
+        state = second.channels.runners["flaky"].adapter.ctx.state
+        assert await state.get("position") == "43"
+        rows = await second.store.fetch_all("SELECT channel, key FROM channel_state")
+    assert rows == [{"channel": "flaky", "key": "position"}]

@@ -285,6 +285,28 @@ async def test_reconnects_after_the_relay_restarts(make_runtime):
 
 
 @pytest.mark.anyio
+async def test_a_restart_answers_dms_sent_while_down_and_nothing_twice(make_runtime, relay):
+    bot = Keys.generate()
+    person = Person()
+    environ = {"NOSTR_PRIVATE_KEY": _secret_hex(bot)}
+    first = make_runtime(config(relay), environ=environ)
+    async with first.serving():
+        await wait_subscribed(first)
+        assert (await publish(relay, person.dm(bot.public_key, "before")))[2] is True
+        await dms_to(relay, person, 1, bot.public_key)
+    assert (await publish(relay, person.dm(bot.public_key, "while down")))[2] is True
+    second = make_runtime(config(relay), environ=environ)
+    async with second.serving():
+        await wait_subscribed(second)
+        answers = await dms_to(relay, person, 2, bot.public_key)
+        await anyio.sleep(0.5)  # time enough for "before" to be answered again, were it to be
+        answers = await dms_to(relay, person, 2, bot.public_key)
+        assert second.channels.runners["nostr"].counters.received == 1
+    texts = sorted(person.decrypt(bot.public_key, a["content"]) for a in answers)
+    assert texts == ["echo: before", "echo: while down"]
+
+
+@pytest.mark.anyio
 async def test_unreachable_relay_is_reported(make_runtime):
     runtime = make_runtime(
         '[channels.nostr]\nrelays = ["ws://127.0.0.1:1"]\n',

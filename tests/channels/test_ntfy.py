@@ -120,12 +120,33 @@ async def test_reconnect_resumes_from_the_last_id_without_loss_or_duplicates(
         await ntfy.wait_subscribed()
         await ntfy.wait_for_text("echo: m2")
         await ntfy.wait_for_text("echo: m1")
-        assert ntfy.fake.subscriptions[0]["since"] == ""
+        assert ntfy.fake.subscriptions[0]["since"].isdigit()  # the time of the first start
         assert ntfy.fake.subscriptions[-1]["since"] == last
         await anyio.sleep(0.3)
         texts = await ntfy.topic_texts()
         assert sorted(texts) == sorted(["m0", "echo: m0", "m1", "m2", "echo: m1", "echo: m2"])
         assert runtime.channels.runners["ntfy"].status == "running"
+
+
+async def test_a_restart_answers_what_was_published_while_down_and_nothing_twice(
+    ntfy: Setup, make_runtime
+):
+    first = ntfy.runtime(make_runtime)
+    async with first.serving():
+        await ntfy.wait_subscribed()
+        await ntfy.publish("before")
+        await ntfy.wait_for_text("echo: before")
+        await anyio.sleep(0.3)  # our own answer comes back on the stream and moves the position
+    ntfy.fake.drop_subscribers()
+    await ntfy.publish("while down")
+    second = ntfy.runtime(make_runtime)
+    async with second.serving():
+        await ntfy.wait_subscribed()
+        await ntfy.wait_for_text("echo: while down")
+        await anyio.sleep(0.3)
+        texts = await ntfy.topic_texts()
+    assert sorted(texts) == sorted(["before", "echo: before", "while down", "echo: while down"])
+    assert ntfy.fake.subscriptions[-1]["since"] not in ("", None)
 
 
 async def test_a_drop_before_any_message_resumes_from_when_the_stream_opened(

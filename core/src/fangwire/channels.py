@@ -28,6 +28,8 @@ from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 import attrs
 
+from fangwire.channelkit.state import ChannelState, MemoryState
+
 if TYPE_CHECKING:
     import httpx
     from starlette.requests import Request
@@ -172,6 +174,7 @@ class ChannelContext:
     policy (read-only: an adapter may use its allowlists, e.g. to decide which invitations to
     accept; the core still applies it to every inbound message). ``environ`` is the daemon's
     environment, for adapters that pass named variables on to a process they start.
+    ``state`` keeps small values across restarts (e.g. the last stream position handled).
     """
 
     name: str
@@ -182,6 +185,7 @@ class ChannelContext:
     clock: Callable[[], float] = attrs.field(repr=False)
     policy: ChannelPolicy | None = attrs.field(default=None, repr=False)
     environ: Mapping[str, str] = attrs.field(factory=dict, repr=False)
+    state: ChannelState = attrs.field(factory=MemoryState, repr=False)
 
 
 class ChannelAdapter:

@@ -15,6 +15,7 @@ from typing import Any
 
 import attrs
 
+from fangwire.channelkit.state import STATE_MIGRATION
 from fangwire.channels import Attachment, InboundMessage
 from fangwire.store import Migration, Store
 from fangwire.timeutil import rfc3339
@@ -34,6 +35,7 @@ CHANNEL_MIGRATIONS: tuple[Migration, ...] = (
         CREATE INDEX channel_inbox_by_channel ON channel_inbox (channel, id);
         """,
     ),
+    STATE_MIGRATION,
 )
 
 

@@ -31,6 +31,7 @@ from fangwire.channelkit.policy import ChannelPolicy
 from fangwire.channelkit.retry import Backoff
 from fangwire.channelkit.router import route_inbound
 from fangwire.channelkit.runner import ChannelRunner
+from fangwire.channelkit.state import StoredState
 from fangwire.channels import (
     ChannelAdapter,
     ChannelConfigError,
@@ -210,6 +211,7 @@ class ChannelManager:
             clock=self.clock,
             policy=policy,
             environ=self.runtime.environ,
+            state=StoredState(self.runtime.store, name),
         )
         adapter = self.classes[name](ctx)
         runner = ChannelRunner(

@@ -12,8 +12,11 @@ are skipped while at least one works, and tried again by the next session (at th
 after :data:`RETRY_MISSING_RELAYS_SECONDS`).
 
 ``since`` is the time the channel first started, kept across reconnects so DMs sent while
-a relay was unreachable are fetched; ids already handled are not answered twice. DMs sent
-while the daemon was stopped are not fetched (the relays are the only record).
+a relay was unreachable are fetched; ids already handled are not answered twice. Both are
+kept in ``ctx.state`` (the ids of the last :data:`HANDLED_MEMORY` DMs handled, with their
+``created_at``; ``since`` moves up to the oldest of them once that many are kept), so DMs
+sent while the daemon was stopped are fetched and answered after a restart, and DMs already
+answered are not answered again.
 
 Sending: the answer is encrypted for the recipient (hex or ``npub`` public key), signed as a
 kind-4 event with a ``p`` tag and published to every relay (each over its own short
@@ -70,6 +73,8 @@ RETRY_MISSING_RELAYS_SECONDS = 300.0
 PUBLISH_GRACE_SECONDS = 3.0
 #: Event ids remembered so that a DM delivered by several relays is answered once.
 SEEN_MEMORY = 10_000
+#: Handled DM ids kept across restarts (``since`` moves up once more are handled).
+HANDLED_MEMORY = 200
 
 
 @attrs.frozen
@@ -114,6 +119,8 @@ class NostrChannel(ChannelAdapter):
         self._since: int | None = None
         self._seen: collections.OrderedDict[str, None] = collections.OrderedDict()
         self._last_created_at = 0
+        #: DMs handled (id -> created_at), kept in ctx.state across restarts.
+        self._handled: dict[str, int] = {}
 
     @classmethod
     def is_available(cls) -> bool:
@@ -150,6 +157,14 @@ class NostrChannel(ChannelAdapter):
         self._require_keys()
         self._relays()
         self.ctx.log.info("nostr: public key %s", self.public_key)
+        handled = json.loads(await self.ctx.state.get("handled") or "{}")
+        self._handled = {str(k): int(v) for k, v in handled.items()}
+        self._seen.update(dict.fromkeys(self._handled))
+        if since := await self.ctx.state.get("since"):
+            self._since = int(since)
+        else:
+            self._since = int(time.time())
+            await self.ctx.state.set("since", str(self._since))
 
     async def test(self, target: str | None) -> DeliveryReceipt:
         """A test DM goes to the bot's own key unless a target is given."""
@@ -276,6 +291,17 @@ class NostrChannel(ChannelAdapter):
                 raw={"relay": relay, "event": event},
             )
         )
+        await self._remember(eid, int(event["created_at"]))
+
+    async def _remember(self, eid: str, created_at: int) -> None:
+        """Record a handled DM durably, so a restart neither misses nor repeats it."""
+        self._handled[eid] = created_at
+        while len(self._handled) > HANDLED_MEMORY:
+            oldest = min(self._handled, key=self._handled.__getitem__)
+            del self._handled[oldest]
+            self._since = max(self._since or 0, min(self._handled.values()))
+            await self.ctx.state.set("since", str(self._since))
+        await self.ctx.state.set("handled", json.dumps(self._handled, separators=(",", ":")))
 
     # -- sending ------------------------------------------------------------------------------
 

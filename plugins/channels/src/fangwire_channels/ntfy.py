@@ -15,11 +15,13 @@ Inbound: ``GET {server_url}/{topic}/json`` (NDJSON, one event per line: ``open``
 ``keepalive``, ``message``). One session is one stream; it ends when the server closes it or
 stays silent past :data:`READ_TIMEOUT_SECONDS` (ntfy sends a keepalive every 45 s by
 default). The id of the last message seen is remembered, and the next session asks for
-``since=<that id>`` (or, before any message was seen, ``since=<time the first stream
-opened>``), so a reconnect resumes without losing or repeating messages (ids already
-delivered are skipped as well). ntfy carries no author: a message's sender and chat
-are its topic, and its title (if any) the sender's name. Messages this channel published
-itself come back on the stream and are ignored by id; while a publish is in flight, stream
+``since=<that id>`` (or, before any message was seen, ``since=<time of the first start>``),
+so a reconnect resumes without losing or repeating messages (ids already delivered are
+skipped as well). Both positions are kept in ``ctx.state``, so a restart of the daemon
+resumes from the same place: messages published while it was down are answered. ntfy
+carries no author: a message's sender and chat are its topic, and its title (if any) the
+sender's name. Messages this channel published itself come back on the stream and are
+ignored by id; while a publish is in flight, stream
 messages wait for its id before being judged.
 """
 
@@ -28,6 +30,7 @@ from __future__ import annotations
 import collections
 import json
 import re
+import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -109,7 +112,7 @@ class NtfyChannel(ChannelAdapter):
         self._delivered = _Ids(REMEMBERED_IDS)
         #: id of the last message seen on the stream: where the next session resumes.
         self.last_id: str | None = None
-        #: when the first stream opened (server time), to resume from before any message.
+        #: when the channel first started (Unix seconds), to resume from before any message.
         self.opened_at: int | None = None
         self._in_flight = 0
         self._settled = anyio.Event()
@@ -134,6 +137,14 @@ class NtfyChannel(ChannelAdapter):
             raise ChannelError(f"topic {self._topic!r} is not a valid ntfy topic name")
         if not self._base.startswith(("http://", "https://")):
             raise ChannelError("server_url must start with http:// or https://")
+        # Resume where the last run stopped; on the very first start, from now (taken before
+        # the channel reports running, so nothing published after that is missed).
+        self.last_id = await self.ctx.state.get("last_id")
+        if opened := await self.ctx.state.get("opened_at"):
+            self.opened_at = int(opened)
+        elif self.last_id is None:
+            self.opened_at = int(time.time())
+            await self.ctx.state.set("opened_at", str(self.opened_at))
 
     # -- outbound -------------------------------------------------------------------------------
 
@@ -192,9 +203,6 @@ class NtfyChannel(ChannelAdapter):
             return
         if not isinstance(event, Mapping):
             return
-        if event.get("event") == "open" and self.opened_at is None:
-            opened = event.get("time")
-            self.opened_at = opened if isinstance(opened, int) else None
         if event.get("event") != "message":
             return  # "open", "keepalive", "poll_request"
         ident = str(event.get("id") or "")
@@ -211,6 +219,7 @@ class NtfyChannel(ChannelAdapter):
             await self._deliver(ident, text, event)
         self._delivered.add(ident)
         self.last_id = ident  # only once handled: a failed delivery is fetched again
+        await self.ctx.state.set("last_id", ident)
 
     async def _deliver(self, ident: str, text: str, event: Mapping[str, Any]) -> None:
         topic = str(event.get("topic") or self._topic)
