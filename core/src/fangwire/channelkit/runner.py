@@ -115,8 +115,6 @@ class ChannelRunner:
     async def _main(self) -> None:
         try:
             async with anyio.create_task_group() as tg:
-                for row_id, message in await self._inbox.pending(self.name):
-                    tg.start_soon(self._handle, message, row_id)
                 self._tg = tg
                 self._ready.set()
                 await self.loop.run(
@@ -132,6 +130,7 @@ class ChannelRunner:
                 with anyio.fail_after(START_TIMEOUT_SECONDS):
                     await self.adapter.start()
                 self.started = True
+                await self._replay_pending()
             self.state = "running"
             if "receive" in self.adapter.capabilities:
                 await self.adapter.receive()
@@ -145,6 +144,14 @@ class ChannelRunner:
             self.counters.last_error = reason
             log.warning("channel %s: %s", self.name, reason)
             raise
+
+    async def _replay_pending(self) -> None:
+        """Handle what an earlier run accepted but did not finish, once the adapter can send."""
+        tg = self._tg
+        if tg is None:
+            return
+        for row_id, message in await self._inbox.pending(self.name):
+            tg.start_soon(self._handle, message, row_id)
 
     async def stop(self) -> None:
         """Cancel the receive loop and inbound handlers, then stop the adapter (both bounded)."""
