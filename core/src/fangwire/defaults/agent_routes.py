@@ -20,7 +20,7 @@ from fangwire.agents.registry import spec_from_manifest
 from fangwire.auth import Role
 from fangwire.config import format_structure_error
 from fangwire.hookspecs import hookimpl
-from fangwire.http.context import principal_of, runtime_of
+from fangwire.http.context import actor_of, runtime_of
 from fangwire.http.errors import ApiError
 from fangwire.http.jsonbody import read_json
 from fangwire.http.routes import RouteSpec
@@ -45,11 +45,6 @@ class SpawnBody:
 @attrs.frozen
 class MessageBody:
     message: str
-
-
-def _actor(request: Request) -> str:
-    principal = principal_of(request)
-    return principal.subject if principal else "anonymous"
 
 
 def _structure(request: Request, data: Any, model: type[Any]) -> Any:
@@ -91,7 +86,7 @@ async def spawn_agent(request: Request) -> Response:
     )
     runtime = runtime_of(request)
     try:
-        agent = await runtime.agents.spawn(spec, actor=_actor(request), parent_id=body.parent_id)
+        agent = await runtime.agents.spawn(spec, actor=actor_of(request), parent_id=body.parent_id)
     except CapabilityDenied as exc:
         raise ApiError(403, str(exc), code="capability_denied") from None
     except AgentNotFound as exc:
@@ -111,7 +106,7 @@ async def get_agent(request: Request) -> Response:
 async def kill_agent(request: Request) -> Response:
     try:
         agent = await runtime_of(request).agents.kill(
-            request.path_params["agent_id"], actor=_actor(request)
+            request.path_params["agent_id"], actor=actor_of(request)
         )
     except AgentNotFound as exc:
         raise ApiError(404, str(exc), code="not_found") from None
@@ -126,7 +121,7 @@ async def message_agent(request: Request) -> Response:
         raise ApiError(413, f"message: longer than {MAX_MESSAGE_CHARS} characters")
     try:
         reply = await runtime_of(request).agents.message(
-            request.path_params["agent_id"], body.message, sender=_actor(request)
+            request.path_params["agent_id"], body.message, sender=actor_of(request)
         )
     except AgentNotFound as exc:
         raise ApiError(404, str(exc), code="not_found") from None

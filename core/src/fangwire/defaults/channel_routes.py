@@ -25,7 +25,7 @@ from fangwire.channelkit.manager import ChannelNotConfigured, ChannelNotFound
 from fangwire.channelkit.signatures import WebhookRejected
 from fangwire.channels import ChannelAdapter, ChannelConfigError, ChannelError
 from fangwire.hookspecs import hookimpl
-from fangwire.http.context import principal_of, runtime_of
+from fangwire.http.context import actor_of, runtime_of
 from fangwire.http.errors import ApiError
 from fangwire.http.jsonbody import read_json
 from fangwire.http.routes import RouteSpec
@@ -37,11 +37,6 @@ if TYPE_CHECKING:
 log = logging.getLogger("fangwire.channels")
 
 _OBJECT: dict[str, Any] = {"type": "object"}
-
-
-def _actor(request: Request) -> str:
-    principal = principal_of(request)
-    return principal.subject if principal else "anonymous"
 
 
 def _adapter(runtime: Runtime, name: str) -> type[ChannelAdapter]:
@@ -185,7 +180,7 @@ async def configure_channel(request: Request) -> Response:
     if not values:
         raise ApiError(400, "Missing 'fields' object", code="invalid_input")
     try:
-        result = await channel_configure.configure(runtime, name, values, actor=_actor(request))
+        result = await channel_configure.configure(runtime, name, values, actor=actor_of(request))
     except ChannelConfigError as exc:
         raise ApiError(400, exc.reason, code="invalid_input") from None
     note = (
@@ -210,7 +205,7 @@ async def remove_channel(request: Request) -> Response:
     runtime = runtime_of(request)
     name = request.path_params["name"]
     _adapter(runtime, name)
-    existed, deleted = await channel_configure.remove(runtime, name, actor=_actor(request))
+    existed, deleted = await channel_configure.remove(runtime, name, actor=actor_of(request))
     return JSONResponse(
         {"status": "removed", "channel": name, "removed": existed, "secrets_deleted": deleted}
     )
@@ -269,7 +264,7 @@ async def reload_channels(request: Request) -> Response:
     await runtime.audit.record(
         "channels_reloaded",
         details={
-            "actor": _actor(request),
+            "actor": actor_of(request),
             "started": list(result.started),
             "stopped": list(result.stopped),
             "restarted": list(result.restarted),

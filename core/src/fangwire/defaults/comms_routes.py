@@ -23,7 +23,7 @@ from fangwire.channelkit.manager import ChannelNotConfigured
 from fangwire.channels import ChannelError, OutboundMessage
 from fangwire.comms import Comms, NoAgentAvailable
 from fangwire.hookspecs import hookimpl
-from fangwire.http.context import principal_of, runtime_of
+from fangwire.http.context import actor_of, runtime_of
 from fangwire.http.errors import ApiError
 from fangwire.http.jsonbody import read_json
 from fangwire.http.params import int_param
@@ -56,11 +56,6 @@ def comms_of(runtime: Runtime) -> Comms:
 
 def _service(request: Request) -> Comms:
     return comms_of(runtime_of(request))
-
-
-def _actor(request: Request) -> str:
-    principal = principal_of(request)
-    return principal.subject if principal else "anonymous"
 
 
 # -- events ------------------------------------------------------------------------------------
@@ -308,7 +303,7 @@ async def post_task(request: Request) -> Response:
             agent = await service.pick_agent(f"{title}\n{description}")
         except NoAgentAvailable as exc:
             raise ApiError(409, str(exc), code="no_agent_available") from None
-    task = await service.post_task(title, description, agent, created_by=_actor(request))
+    task = await service.post_task(title, description, agent, created_by=actor_of(request))
     return JSONResponse(
         {
             "ok": True,

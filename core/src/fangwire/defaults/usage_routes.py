@@ -27,7 +27,7 @@ from fangwire.defaults.budget_limits import (
     worst,
 )
 from fangwire.hookspecs import hookimpl
-from fangwire.http.context import principal_of, runtime_of
+from fangwire.http.context import actor_of, runtime_of
 from fangwire.http.errors import ApiError
 from fangwire.http.jsonbody import read_json
 from fangwire.http.params import int_param
@@ -213,11 +213,6 @@ async def _agent_body(runtime: Runtime, agent_id: str, agent_name: str) -> dict[
     return body
 
 
-def _actor(request: Request) -> str:
-    principal = principal_of(request)
-    return principal.subject if principal is not None else "anonymous"
-
-
 async def _audited_change(
     runtime: Runtime,
     *,
@@ -289,7 +284,7 @@ async def budget(request: Request) -> Response:
             agent_id=None,
             old=old,
             new=new,
-            actor=_actor(request),
+            actor=actor_of(request),
             apply=lambda: store.set_global_limits(new),
         )
     return JSONResponse(await _global_body(runtime))
@@ -335,7 +330,7 @@ async def budget_agent(request: Request) -> Response:
             agent_id=agent_id,
             old=old,
             new=new,
-            actor=_actor(request),
+            actor=actor_of(request),
             apply=lambda: store.set_agent_limits(agent_id, new),
         )
     return JSONResponse(await _agent_body(runtime, agent.id, agent.name))

@@ -31,3 +31,9 @@ def runtime_of(connection: HTTPConnection) -> Runtime:
 def principal_of(connection: HTTPConnection) -> Principal | None:
     """The authenticated caller, or ``None`` on a public route."""
     return cast("Principal | None", connection.scope.get(PRINCIPAL_KEY))
+
+
+def actor_of(connection: HTTPConnection) -> str:
+    """Who the audit log names for this request: the caller's subject, or ``anonymous``."""
+    principal = principal_of(connection)
+    return principal.subject if principal is not None else "anonymous"

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from fangwire.http.context import principal_of
+from fangwire.http.context import actor_of
 from fangwire.http.errors import ApiError
 from fangwire.http.jsonbody import read_json
 from fangwire_a2a.rest import message_text
@@ -29,11 +29,6 @@ if TYPE_CHECKING:
     from fangwire_a2a.client import RemoteAgents
 
 MAX_URL_CHARS = 2048
-
-
-def _actor(request: Request) -> str:
-    principal = principal_of(request)
-    return principal.subject if principal else "anonymous"
 
 
 async def _object(request: Request) -> Mapping[str, Any]:
@@ -86,7 +81,7 @@ class ManagementRoutes:
         url = _string(data, "url")
         if url is None:
             raise ApiError(400, "url: required", code="a2a_missing_url")
-        agent, new = await self.remote.discover(_url(url, "url"), actor=_actor(request))
+        agent, new = await self.remote.discover(_url(url, "url"), actor=actor_of(request))
         message = (
             f"agent {agent['name']!r} discovered; approve it before sending tasks"
             if agent["status"] == "pending"
@@ -104,7 +99,7 @@ class ManagementRoutes:
         return JSONResponse(body, status_code=202 if new else 200)
 
     async def approve(self, request: Request) -> Response:
-        agent = await self.remote.approve(request.path_params["agent_id"], actor=_actor(request))
+        agent = await self.remote.approve(request.path_params["agent_id"], actor=actor_of(request))
         return JSONResponse(
             {
                 "id": agent["id"],
@@ -134,12 +129,12 @@ class ManagementRoutes:
             raise ApiError(400, "wait: expected true or false", code="invalid_input")
         agent = await self.remote.trusted(agent_ref, field)
         task = await self.remote.send(
-            agent, text, actor=_actor(request), context_id=context_id, wait=wait
+            agent, text, actor=actor_of(request), context_id=context_id, wait=wait
         )
         return JSONResponse(task)
 
     async def task_status(self, request: Request) -> Response:
         task_id = request.path_params["task_id"]
         ref = request.query_params.get("agent_id") or request.query_params.get("url")
-        task = await self.remote.poll(task_id, ref, actor=_actor(request))
+        task = await self.remote.poll(task_id, ref, actor=actor_of(request))
         return JSONResponse(task)

@@ -11,7 +11,7 @@ from starlette.responses import JSONResponse, Response
 
 from fangwire.auth import Role
 from fangwire.config import ConfigError
-from fangwire.http.context import principal_of, runtime_of
+from fangwire.http.context import actor_of, runtime_of
 from fangwire.http.errors import ApiError
 from fangwire.http.jsonbody import read_json
 from fangwire.http.routes import RouteSpec
@@ -40,11 +40,6 @@ def manager_of(runtime: Runtime) -> McpManager:
 
 def _manager(request: Request) -> McpManager:
     return manager_of(runtime_of(request))
-
-
-def _actor(request: Request) -> str:
-    principal = principal_of(request)
-    return principal.subject if principal else "anonymous"
 
 
 def server_view(connection: ServerConnection) -> dict[str, Any]:
@@ -145,7 +140,7 @@ async def add_server(request: Request) -> Response:
     manager = _manager(request)
     spec, credentials = _spec(manager, await _body(request))
     try:
-        await manager.add(spec, credentials, actor=_actor(request))
+        await manager.add(spec, credentials, actor=actor_of(request))
     except ServerExists:
         raise ApiError(409, f"an MCP server named {spec.name!r} exists", code="conflict") from None
     except SecretStoreError as exc:
@@ -181,7 +176,7 @@ async def put_server(request: Request) -> Response:
     _connection(manager, name)
     spec, credentials = _spec(manager, await _body(request), name=name)
     try:
-        await manager.replace(spec, credentials, actor=_actor(request))
+        await manager.replace(spec, credentials, actor=actor_of(request))
     except UnknownServer:
         raise ApiError(404, f"no MCP server {name!r}", code="not_found") from None
     return JSONResponse(
@@ -193,7 +188,7 @@ async def delete_server(request: Request) -> Response:
     manager = _manager(request)
     name = request.path_params["name"]
     try:
-        await manager.remove(name, actor=_actor(request))
+        await manager.remove(name, actor=actor_of(request))
     except UnknownServer:
         raise ApiError(404, f"no MCP server {name!r}", code="not_found") from None
     return JSONResponse({"status": "removed", "name": name})
@@ -204,7 +199,7 @@ async def reconnect_server(request: Request) -> Response:
     name = request.path_params["name"]
     try:
         connection = await manager.reconnect(
-            name, actor=_actor(request), wait=RECONNECT_WAIT_SECONDS
+            name, actor=actor_of(request), wait=RECONNECT_WAIT_SECONDS
         )
     except UnknownServer:
         raise ApiError(404, f"no MCP server {name!r}", code="not_found") from None
@@ -251,7 +246,7 @@ async def health(request: Request) -> Response:
 async def reload(request: Request) -> Response:
     manager = _manager(request)
     try:
-        result = await manager.reload(actor=_actor(request))
+        result = await manager.reload(actor=actor_of(request))
     except ConfigError as exc:
         raise ApiError(400, str(exc), code="invalid_config") from None
     return JSONResponse(
